@@ -1,0 +1,179 @@
+/**
+ * The libc calls the collector needs for an `AF_UNIX` `SOCK_DGRAM` socket, over
+ * `Deno.dlopen`. Struct layouts are those of Linux on 64-bit targets (x86_64, aarch64).
+ *
+ * @module
+ */
+
+/** Constants of Linux's socket API. */
+export const AF_UNIX = 1;
+export const SOCK_DGRAM = 2;
+export const SOCK_CLOEXEC = 0o2000000;
+export const SOL_SOCKET = 1;
+export const SO_SNDBUF = 7;
+export const SO_RCVBUF = 8;
+export const SO_RCVTIMEO = 20;
+export const SO_RCVBUFFORCE = 33;
+export const MSG_TRUNC = 0x20;
+export const MSG_DONTWAIT = 0x40;
+export const MSG_WAITFORONE = 0x10000;
+
+/** `sun_path` is 108 bytes and needs a terminating NUL. */
+export const SUN_PATH_MAX = 107;
+/** sizeof(struct sockaddr_un). */
+export const SOCKADDR_UN_SIZE = 110;
+/** sizeof(struct iovec). */
+export const IOVEC_SIZE = 16;
+/** sizeof(struct mmsghdr): a 56-byte msghdr, a 4-byte length, padding. */
+export const MMSGHDR_SIZE = 64;
+/** Offsets inside struct msghdr / mmsghdr. */
+export const MSGHDR = {
+  name: 0,
+  namelen: 8,
+  iov: 16,
+  iovlen: 24,
+  control: 32,
+  controllen: 40,
+  flags: 48,
+  /** `msg_len` of the enclosing mmsghdr. */
+  len: 56,
+} as const;
+
+const ERRNO_NAMES: Record<number, string> = {
+  1: "EPERM",
+  2: "ENOENT",
+  4: "EINTR",
+  9: "EBADF",
+  11: "EAGAIN",
+  12: "ENOMEM",
+  13: "EACCES",
+  17: "EEXIST",
+  20: "ENOTDIR",
+  22: "EINVAL",
+  30: "EROFS",
+  32: "EPIPE",
+  36: "ENAMETOOLONG",
+  88: "ENOTSOCK",
+  90: "EMSGSIZE",
+  91: "EPROTOTYPE",
+  98: "EADDRINUSE",
+  105: "ENOBUFS",
+  111: "ECONNREFUSED",
+};
+
+/** Errno values the callers branch on. */
+export const Errno = {
+  EINTR: 4,
+  EAGAIN: 11,
+  ECONNREFUSED: 111,
+  ENOENT: 2,
+} as const;
+
+const symbols = {
+  socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  bind: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  connect: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
+  getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
+  recvmmsg: { parameters: ["i32", "buffer", "u32", "i32", "pointer"], result: "i32" },
+  sendto: {
+    parameters: ["i32", "buffer", "usize", "i32", "buffer", "u32"],
+    result: "isize",
+  },
+  close: { parameters: ["i32"], result: "i32" },
+  __errno_location: { parameters: [], result: "pointer" },
+  strerror: { parameters: ["i32"], result: "pointer" },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+type Libc = Deno.DynamicLibrary<typeof symbols>["symbols"];
+
+let libc: Libc | undefined;
+
+/** Opens libc once per thread (each Worker has its own handle). */
+export function loadLibc(): Libc {
+  if (!libc) {
+    const names = Deno.build.os === "linux" ? ["libc.so.6", "libc.so"] : ["libc.dylib"];
+    let lastError: unknown;
+    for (const name of names) {
+      try {
+        libc = Deno.dlopen(name, symbols).symbols;
+        return libc;
+      } catch (error) {
+        lastError = error;
+      }
+    }
+    throw new Error(`cannot load libc (${names.join(", ")}): ${lastError}`);
+  }
+  return libc;
+}
+
+/** The calling thread's errno, read right after a failed call. */
+export function lastErrno(): number {
+  const pointer = loadLibc().__errno_location();
+  return pointer ? new Deno.UnsafePointerView(pointer).getInt32() : 0;
+}
+
+/** A failed libc call, with errno and a readable message. */
+export class SocketError extends Error {
+  /** errno value, e.g. 98. */
+  readonly errno: number;
+  /** errno name, e.g. `EADDRINUSE`. */
+  readonly code: string;
+
+  constructor(operation: string, errno: number, hint = "") {
+    const code = ERRNO_NAMES[errno] ?? `errno ${errno}`;
+    super(`${operation}: ${describeErrno(errno)} (${code})${hint ? `; ${hint}` : ""}`);
+    this.name = "SocketError";
+    this.errno = errno;
+    this.code = code;
+  }
+}
+
+/** strerror(3) text for an errno value. */
+export function describeErrno(errno: number): string {
+  const pointer = loadLibc().strerror(errno);
+  return pointer ? Deno.UnsafePointerView.getCString(pointer) : `errno ${errno}`;
+}
+
+/** Throws a {@link SocketError} built from errno when `result` is negative. */
+export function check(result: number | bigint, operation: string, hint = ""): number {
+  if (result < 0) throw new SocketError(operation, lastErrno(), hint);
+  return Number(result);
+}
+
+/** Encodes a filesystem path as a `struct sockaddr_un`. */
+export function sockaddrUn(path: string): Uint8Array<ArrayBuffer> {
+  const encoded = new TextEncoder().encode(path);
+  if (encoded.length > SUN_PATH_MAX) {
+    throw new SocketError(
+      `socket path ${path}`,
+      36,
+      `it is ${encoded.length} bytes and sun_path holds at most ${SUN_PATH_MAX}: choose a shorter path`,
+    );
+  }
+  if (encoded.includes(0)) throw new Error(`socket path ${JSON.stringify(path)} holds a NUL byte`);
+  const address = new Uint8Array(SOCKADDR_UN_SIZE);
+  new DataView(address.buffer).setUint16(0, AF_UNIX, true);
+  address.set(encoded, 2);
+  return address;
+}
+
+/** Writes a native pointer to `view` at `offset`. */
+export function setPointer(view: DataView, offset: number, target: BufferSource | null): void {
+  const pointer = target ? Deno.UnsafePointer.of(target) : null;
+  view.setBigUint64(offset, pointer ? BigInt(Deno.UnsafePointer.value(pointer)) : 0n, true);
+}
+
+/** Sets an int socket option. */
+export function setIntOption(fd: number, level: number, name: number, value: number): number {
+  const buffer = new Int32Array([value]);
+  return loadLibc().setsockopt(fd, level, name, buffer, 4);
+}
+
+/** Reads an int socket option. */
+export function getIntOption(fd: number, level: number, name: number): number {
+  const value = new Int32Array(1);
+  const length = new Uint32Array([4]);
+  check(loadLibc().getsockopt(fd, level, name, value, length), "getsockopt");
+  return value[0];
+}

@@ -1,0 +1,262 @@
+/**
+ * Unix datagram sockets for the collector: bind a listening path, receive datagrams in
+ * batches with `recvmmsg`, and send (for tests, the demo emitter and benchmarks).
+ *
+ * @module
+ */
+import {
+  AF_UNIX,
+  check,
+  Errno,
+  getIntOption,
+  IOVEC_SIZE,
+  lastErrno,
+  loadLibc,
+  MMSGHDR_SIZE,
+  MSG_DONTWAIT,
+  MSG_TRUNC,
+  MSG_WAITFORONE,
+  MSGHDR,
+  setIntOption,
+  setPointer,
+  SO_RCVBUF,
+  SO_RCVBUFFORCE,
+  SO_RCVTIMEO,
+  SO_SNDBUF,
+  SOCK_CLOEXEC,
+  SOCK_DGRAM,
+  sockaddrUn,
+  SocketError,
+  SOL_SOCKET,
+} from "./libc.ts";
+
+/** Options for {@link bindDatagramSocket}. */
+export interface BindOptions {
+  /** File mode of the socket, e.g. `0o660`. */
+  mode: number;
+  /** Wanted `SO_RCVBUF` in bytes; the kernel may grant less. */
+  receiveBufferBytes: number;
+  /** How long one blocking receive waits before it returns to check for a stop. */
+  receiveTimeoutMs?: number;
+}
+
+/** A bound socket. */
+export interface BoundSocket {
+  readonly fd: number;
+  readonly path: string;
+  /** `SO_RCVBUF` as the kernel reports it after the request. */
+  readonly receiveBufferBytes: number;
+}
+
+function newDatagramSocket(): number {
+  return check(
+    loadLibc().socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0),
+    "socket(AF_UNIX, SOCK_DGRAM)",
+  );
+}
+
+/**
+ * Decides whether an existing path may be replaced: a socket nobody listens on is stale
+ * and removed; a regular file, a directory or a live listener is an error.
+ */
+function clearStaleSocket(path: string): void {
+  let info: Deno.FileInfo;
+  try {
+    info = Deno.lstatSync(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return;
+    throw error;
+  }
+  if (!info.isSocket) {
+    throw new Error(
+      `${path} exists and is not a socket; refusing to remove it. Remove it yourself or set ` +
+        `SOCKET_PATH to another path.`,
+    );
+  }
+  const libc = loadLibc();
+  const probe = newDatagramSocket();
+  try {
+    const address = sockaddrUn(path);
+    if (libc.connect(probe, address, address.length) === 0) {
+      throw new Error(
+        `another process is receiving on ${path}; stop it first or set SOCKET_PATH to another path`,
+      );
+    }
+    const error = new SocketError(`probe ${path}`, lastErrno());
+    if (error.errno !== Errno.ECONNREFUSED) throw error;
+  } finally {
+    libc.close(probe);
+  }
+  Deno.removeSync(path);
+}
+
+/**
+ * Creates an `AF_UNIX` `SOCK_DGRAM` socket bound at `path`, with the given mode, an
+ * enlarged receive buffer and a receive timeout. A stale socket file is removed first.
+ */
+export function bindDatagramSocket(path: string, options: BindOptions): BoundSocket {
+  const address = sockaddrUn(path);
+  clearStaleSocket(path);
+  const libc = loadLibc();
+  const fd = newDatagramSocket();
+  try {
+    check(libc.bind(fd, address, address.length), `bind ${path}`);
+    Deno.chmodSync(path, options.mode);
+    // SO_RCVBUFFORCE passes net.core.rmem_max when we hold CAP_NET_ADMIN; else the capped one.
+    if (setIntOption(fd, SOL_SOCKET, SO_RCVBUFFORCE, options.receiveBufferBytes) !== 0) {
+      setIntOption(fd, SOL_SOCKET, SO_RCVBUF, options.receiveBufferBytes);
+    }
+    setReceiveTimeout(fd, options.receiveTimeoutMs ?? 200);
+    return { fd, path, receiveBufferBytes: getIntOption(fd, SOL_SOCKET, SO_RCVBUF) };
+  } catch (error) {
+    libc.close(fd);
+    try {
+      if (Deno.lstatSync(path).isSocket) Deno.removeSync(path);
+    } catch {
+      // nothing was bound
+    }
+    throw error;
+  }
+}
+
+function setReceiveTimeout(fd: number, ms: number): void {
+  const timeval = new BigInt64Array([BigInt(Math.floor(ms / 1000)), BigInt((ms % 1000) * 1000)]);
+  check(loadLibc().setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, timeval, 16), "setsockopt SO_RCVTIMEO");
+}
+
+/** Closes a socket descriptor. */
+export function closeSocket(fd: number): void {
+  loadLibc().close(fd);
+}
+
+/** Removes a socket file if it is still there and still a socket. */
+export function unlinkSocket(path: string): void {
+  try {
+    if (Deno.lstatSync(path).isSocket) Deno.removeSync(path);
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+  }
+}
+
+/** One received datagram, a view into the receiver's buffers until the next receive. */
+export interface ReceivedDatagram {
+  readonly bytes: Uint8Array;
+  /** The datagram was larger than a slot and was cut. */
+  readonly truncated: boolean;
+}
+
+/**
+ * Receives up to `slots` datagrams per system call with `recvmmsg`, into buffers it owns.
+ * Not thread-safe: one receiver per thread.
+ */
+export class BatchReceiver {
+  readonly #fd: number;
+  readonly #slots: number;
+  readonly #slotBytes: number;
+  readonly #data: Uint8Array<ArrayBuffer>;
+  readonly #headers: Uint8Array<ArrayBuffer>;
+  readonly #headerView: DataView;
+  // Keeps the iovec array alive: the headers point into it.
+  readonly #iovecs: Uint8Array<ArrayBuffer>;
+
+  /**
+   * @param fd a bound datagram socket
+   * @param slots datagrams per call
+   * @param slotBytes largest datagram accepted whole; larger ones arrive truncated
+   */
+  constructor(fd: number, slots = 256, slotBytes = 16 * 1024) {
+    this.#fd = fd;
+    this.#slots = slots;
+    this.#slotBytes = slotBytes;
+    this.#data = new Uint8Array(slots * slotBytes);
+    this.#iovecs = new Uint8Array(slots * IOVEC_SIZE);
+    this.#headers = new Uint8Array(slots * MMSGHDR_SIZE);
+    this.#headerView = new DataView(this.#headers.buffer);
+    const iovecView = new DataView(this.#iovecs.buffer);
+    for (let i = 0; i < slots; i++) {
+      setPointer(
+        iovecView,
+        i * IOVEC_SIZE,
+        this.#data.subarray(i * slotBytes, (i + 1) * slotBytes),
+      );
+      iovecView.setBigUint64(i * IOVEC_SIZE + 8, BigInt(slotBytes), true);
+      setPointer(
+        this.#headerView,
+        i * MMSGHDR_SIZE + MSGHDR.iov,
+        this.#iovecs.subarray(i * IOVEC_SIZE),
+      );
+      this.#headerView.setBigUint64(i * MMSGHDR_SIZE + MSGHDR.iovlen, 1n, true);
+    }
+  }
+
+  /**
+   * Waits (up to the socket's receive timeout) for at least one datagram, then takes
+   * whatever else is queued, up to the slot count. With `wait` false it never blocks.
+   *
+   * @returns the number of datagrams now readable through {@link datagram}; 0 on timeout
+   */
+  receive(wait: boolean): number {
+    const result = loadLibc().recvmmsg(
+      this.#fd,
+      this.#headers,
+      this.#slots,
+      wait ? MSG_WAITFORONE : MSG_DONTWAIT,
+      null,
+    );
+    if (result >= 0) return result;
+    const errno = lastErrno();
+    if (errno === Errno.EAGAIN || errno === Errno.EINTR) return 0;
+    throw new SocketError("recvmmsg", errno);
+  }
+
+  /** The i-th datagram of the last {@link receive}. */
+  datagram(i: number): ReceivedDatagram {
+    const header = i * MMSGHDR_SIZE;
+    const length = this.#headerView.getUint32(header + MSGHDR.len, true);
+    const flags = this.#headerView.getInt32(header + MSGHDR.flags, true);
+    const start = i * this.#slotBytes;
+    return {
+      bytes: this.#data.subarray(start, start + length),
+      truncated: (flags & MSG_TRUNC) !== 0,
+    };
+  }
+}
+
+/** Sends datagrams to one socket path, the way the patched ckpool does (never blocks). */
+export class DatagramSender {
+  readonly #fd: number;
+  readonly #address: Uint8Array<ArrayBuffer>;
+  #closed = false;
+
+  /**
+   * @param path the collector's socket path
+   * @param sendBufferBytes `SO_SNDBUF` to request
+   */
+  constructor(path: string, sendBufferBytes = 4 * 1024 * 1024) {
+    this.#address = sockaddrUn(path);
+    this.#fd = newDatagramSocket();
+    setIntOption(this.#fd, SOL_SOCKET, SO_SNDBUF, sendBufferBytes);
+  }
+
+  /**
+   * Sends one datagram with `MSG_DONTWAIT`.
+   *
+   * @returns true if the kernel took it; false if the queue was full or nobody listens
+   */
+  send(bytes: Uint8Array<ArrayBuffer>): boolean {
+    return loadLibc().sendto(
+      this.#fd,
+      bytes,
+      BigInt(bytes.length),
+      MSG_DONTWAIT,
+      this.#address,
+      this.#address.length,
+    ) >= 0;
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    loadLibc().close(this.#fd);
+  }
+}

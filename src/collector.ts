@@ -1,0 +1,108 @@
+/**
+ * The collector's centre: takes batches of datagrams, validates them, counts what it sees
+ * and hands valid events to every sink. It knows nothing of any backend.
+ *
+ * @module
+ */
+import { getLogger } from "@logtape/logtape";
+import { type DatagramBatch, forEachDatagram } from "./datagram_batch.ts";
+import { decodeDatagram, REJECT_REASONS, type RejectReason } from "./datagram.ts";
+import type { MiningEvent } from "./events.ts";
+import { RateLimitedLog } from "./log.ts";
+import { SeqTracker } from "./seq_tracker.ts";
+import type { Sink } from "./sink.ts";
+
+/** Distinct event types counted by name; more are counted under `other`. */
+const MAX_COUNTED_TYPES = 64;
+
+/** What the centre has seen so far. */
+export interface CollectorCounters {
+  /** Datagrams taken off the socket. */
+  readonly received: number;
+  /** Datagrams that became events. */
+  readonly accepted: number;
+  /** Rejected datagrams, by reason. */
+  readonly invalid: Readonly<Record<RejectReason, number>>;
+  /** Accepted events, by type. */
+  readonly byType: Readonly<Record<string, number>>;
+  /** Events the emitters numbered that never arrived. */
+  readonly lost: number;
+  /** Emitter restarts seen in `seq`. */
+  readonly emitterRestarts: number;
+}
+
+/** Validates datagrams and fans events out to sinks. */
+export class Collector {
+  readonly sinks: readonly Sink[];
+  readonly #seq = new SeqTracker();
+  readonly #invalidLog = new RateLimitedLog(getLogger(["tbg", "collector"]));
+  #received = 0;
+  #accepted = 0;
+  readonly #invalid = Object.fromEntries(REJECT_REASONS.map((reason) => [reason, 0])) as Record<
+    RejectReason,
+    number
+  >;
+  readonly #byType = new Map<string, number>();
+
+  constructor(sinks: readonly Sink[]) {
+    this.sinks = sinks;
+  }
+
+  /** Processes one batch from the receive thread. */
+  ingestBatch(batch: DatagramBatch): void {
+    const events: MiningEvent[] = [];
+    forEachDatagram(batch, (bytes, truncated) => {
+      const event = this.#decode(bytes, truncated);
+      if (event) events.push(event);
+    });
+    this.#dispatch(events);
+  }
+
+  /** Processes datagrams given directly (tests, tools). */
+  ingest(datagrams: Iterable<Uint8Array>): void {
+    const events: MiningEvent[] = [];
+    for (const bytes of datagrams) {
+      const event = this.#decode(bytes, false);
+      if (event) events.push(event);
+    }
+    this.#dispatch(events);
+  }
+
+  counters(): CollectorCounters {
+    return {
+      received: this.#received,
+      accepted: this.#accepted,
+      invalid: { ...this.#invalid },
+      byType: Object.fromEntries(this.#byType),
+      lost: this.#seq.lost,
+      emitterRestarts: this.#seq.restarts,
+    };
+  }
+
+  #decode(bytes: Uint8Array, truncated: boolean): MiningEvent | undefined {
+    this.#received++;
+    const result = decodeDatagram(bytes, truncated);
+    if (!result.ok) {
+      this.#invalid[result.reason]++;
+      this.#invalidLog.warn("rejected a datagram ({reason}): {detail}", {
+        reason: result.reason,
+        detail: result.detail,
+        bytes: bytes.length,
+      });
+      return undefined;
+    }
+    const event = result.event;
+    this.#accepted++;
+    const type = this.#byType.has(event.event) || this.#byType.size < MAX_COUNTED_TYPES
+      ? event.event
+      : "other";
+    this.#byType.set(type, (this.#byType.get(type) ?? 0) + 1);
+    if (event.seq !== undefined) this.#seq.observe(event.emitter ?? event.source, event.seq);
+    return event;
+  }
+
+  #dispatch(events: MiningEvent[]): void {
+    if (events.length === 0) return;
+    for (const sink of this.sinks) sink.push(events);
+  }
+}

@@ -1,0 +1,195 @@
+/**
+ * The collector's configuration, read once from environment variables, validated and
+ * frozen. Every problem found names its variable; all are reported together.
+ *
+ * @module
+ */
+import { SUN_PATH_MAX } from "../ffi/libc.ts";
+
+/** Log levels accepted in `LOG_LEVEL`, in LogTape's names. */
+export type LogLevel = "debug" | "info" | "warning" | "error";
+
+/** Validated configuration. */
+export interface Config {
+  /** `SOCKET_PATH`: where ckpool sends its datagrams. */
+  readonly socketPath: string;
+  /** `SOCKET_MODE`: file mode of the socket (octal in the environment). */
+  readonly socketMode: number;
+  /** `SOCKET_RCVBUF`: requested receive buffer in bytes. */
+  readonly socketReceiveBuffer: number;
+  /** `REDIS_URL`. */
+  readonly redisUrl: string;
+  /** `DATABASE_URL`. */
+  readonly databaseUrl: string;
+  /** `LOG_LEVEL`. */
+  readonly logLevel: LogLevel;
+  /** `BATCH_FLUSH_INTERVAL`, in milliseconds (seconds in the environment). */
+  readonly batchFlushIntervalMs: number;
+  /** `BATCH_MAX_SIZE`: waiting events that start a database write. */
+  readonly batchMaxSize: number;
+  /** `REDIS_STREAM_MAXLEN`: approximate cap of each stream. */
+  readonly redisStreamMaxLen: number;
+  /** `MAX_PENDING_EVENTS`: events each sink may hold while its backend is away. */
+  readonly maxPendingEvents: number;
+  /** `STATS_INTERVAL`, in milliseconds (seconds in the environment); 0 turns it off. */
+  readonly statsIntervalMs: number;
+  /** `SHUTDOWN_TIMEOUT`, in milliseconds (seconds in the environment). */
+  readonly shutdownTimeoutMs: number;
+}
+
+/** One variable: its default and what it accepts. */
+interface Variable<T> {
+  readonly fallback: string;
+  readonly parse: (raw: string) => T;
+}
+
+/** Raised when configuration is invalid; `problems` holds one line per variable. */
+export class ConfigError extends Error {
+  readonly problems: readonly string[];
+
+  constructor(problems: string[]) {
+    super(`invalid configuration:\n  ${problems.join("\n  ")}`);
+    this.name = "ConfigError";
+    this.problems = problems;
+  }
+}
+
+function number(
+  { min, max, integer }: { min: number; max: number; integer: boolean },
+): (raw: string) => number {
+  const kind = integer ? "an integer" : "a number";
+  return (raw) => {
+    const value = Number(raw);
+    if (
+      raw.trim() === "" || !Number.isFinite(value) || (integer && !Number.isInteger(value)) ||
+      value < min || value > max
+    ) {
+      throw new Error(`must be ${kind} from ${min} to ${max}`);
+    }
+    return value;
+  };
+}
+
+const seconds = (min: number, max: number) => (raw: string) =>
+  Math.round(number({ min, max, integer: false })(raw) * 1000);
+
+function url(schemes: string[]): (raw: string) => string {
+  return (raw) => {
+    let parsed: URL;
+    try {
+      parsed = new URL(raw);
+    } catch {
+      throw new Error(`must be a URL such as ${schemes[0]}//host:port/...`);
+    }
+    if (!schemes.includes(parsed.protocol)) {
+      throw new Error(`must start with ${schemes.join(" or ")}//`);
+    }
+    return raw;
+  };
+}
+
+function socketPath(raw: string): string {
+  if (!raw.startsWith("/")) throw new Error("must be an absolute path");
+  const bytes = new TextEncoder().encode(raw).length;
+  if (bytes > SUN_PATH_MAX) {
+    throw new Error(`is ${bytes} bytes; a Unix socket path holds at most ${SUN_PATH_MAX}`);
+  }
+  return raw;
+}
+
+function fileMode(raw: string): number {
+  if (!/^0?[0-7]{3}$/.test(raw)) throw new Error("must be an octal file mode such as 0660");
+  return parseInt(raw, 8);
+}
+
+const LOG_LEVELS: Record<string, LogLevel> = {
+  DEBUG: "debug",
+  INFO: "info",
+  WARN: "warning",
+  WARNING: "warning",
+  ERROR: "error",
+};
+
+function logLevel(raw: string): LogLevel {
+  const level = LOG_LEVELS[raw.toUpperCase()];
+  if (!level) throw new Error("must be one of DEBUG, INFO, WARNING, ERROR");
+  return level;
+}
+
+const MiB = 1024 * 1024;
+
+/** Every variable the collector reads, with its default. */
+export const VARIABLES = {
+  SOCKET_PATH: { fallback: "/tmp/ckpool/events.sock", parse: socketPath },
+  SOCKET_MODE: { fallback: "0660", parse: fileMode },
+  SOCKET_RCVBUF: {
+    fallback: String(8 * MiB),
+    parse: number({ min: 4096, max: 1024 * MiB, integer: true }),
+  },
+  REDIS_URL: { fallback: "redis://localhost:6379/0", parse: url(["redis:", "rediss:"]) },
+  DATABASE_URL: {
+    fallback: "postgresql://tbg:tbgdev2026@localhost:5432/thebitcoingame",
+    parse: url(["postgres:", "postgresql:"]),
+  },
+  LOG_LEVEL: { fallback: "INFO", parse: logLevel },
+  BATCH_FLUSH_INTERVAL: { fallback: "1.0", parse: seconds(0.001, 3600) },
+  BATCH_MAX_SIZE: { fallback: "500", parse: number({ min: 1, max: 100_000, integer: true }) },
+  REDIS_STREAM_MAXLEN: {
+    fallback: "100000",
+    parse: number({ min: 1, max: Number.MAX_SAFE_INTEGER, integer: true }),
+  },
+  MAX_PENDING_EVENTS: {
+    fallback: "1000000",
+    parse: number({ min: 1000, max: 100_000_000, integer: true }),
+  },
+  STATS_INTERVAL: { fallback: "60", parse: seconds(0, 86_400) },
+  SHUTDOWN_TIMEOUT: { fallback: "30", parse: seconds(0, 3600) },
+} as const satisfies Record<string, Variable<unknown>>;
+
+type Parsed = { [K in keyof typeof VARIABLES]: ReturnType<(typeof VARIABLES)[K]["parse"]> };
+
+/**
+ * Reads the configuration from `env`. An unset or empty variable takes its default.
+ *
+ * @throws {ConfigError} naming every invalid variable
+ */
+export function loadConfig(env: Readonly<Record<string, string | undefined>>): Config {
+  const problems: string[] = [];
+  const values: Partial<Record<string, unknown>> = {};
+  for (const [name, variable] of Object.entries(VARIABLES)) {
+    const given = env[name];
+    const raw = given === undefined || given === "" ? variable.fallback : given;
+    try {
+      values[name] = variable.parse(raw);
+    } catch (error) {
+      problems.push(`${name} ${(error as Error).message} (got ${JSON.stringify(raw)})`);
+    }
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+  const v = values as Parsed;
+  return Object.freeze({
+    socketPath: v.SOCKET_PATH,
+    socketMode: v.SOCKET_MODE,
+    socketReceiveBuffer: v.SOCKET_RCVBUF,
+    redisUrl: v.REDIS_URL,
+    databaseUrl: v.DATABASE_URL,
+    logLevel: v.LOG_LEVEL,
+    batchFlushIntervalMs: v.BATCH_FLUSH_INTERVAL,
+    batchMaxSize: v.BATCH_MAX_SIZE,
+    redisStreamMaxLen: v.REDIS_STREAM_MAXLEN,
+    maxPendingEvents: v.MAX_PENDING_EVENTS,
+    statsIntervalMs: v.STATS_INTERVAL,
+    shutdownTimeoutMs: v.SHUTDOWN_TIMEOUT,
+  });
+}
+
+/** A URL with its password replaced, for logs. */
+export function redactUrl(raw: string): string {
+  try {
+    const parsed = new URL(raw);
+    if (parsed.password) parsed.password = "***";
+    return parsed.toString();
+  } catch {
+    return "(unparsable URL)";
+  }
+}

@@ -1,0 +1,229 @@
+/**
+ * Real `redis-server` and `postgres` processes for tests, each on a free loopback port in
+ * its own temp dir, stopped and removed by `stop()`.
+ *
+ * @module
+ */
+import { waitFor } from "./wait.ts";
+
+/** A running service started by this module. */
+export interface Service {
+  /** Connection URL, e.g. `redis://127.0.0.1:PORT/0`. */
+  readonly url: string;
+  readonly port: number;
+  readonly dir: string;
+  /** Kills the process (SIGKILL) without removing its data; `start()` again reuses it. */
+  kill(): Promise<void>;
+  /** Starts the process again on the same port and data dir, after {@link kill}. */
+  start(): Promise<void>;
+  /** Stops the process and removes its dir. */
+  stop(): Promise<void>;
+}
+
+/** Returns a TCP port on 127.0.0.1 that was free a moment ago. */
+export function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  listener.close();
+  return port;
+}
+
+async function canConnect(port: number): Promise<boolean> {
+  try {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    conn.close();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function findExecutable(name: string, dirs: string[]): string {
+  for (const dir of dirs) {
+    try {
+      const path = `${dir}/${name}`;
+      if (Deno.statSync(path).isFile) return path;
+    } catch {
+      // not in this dir
+    }
+  }
+  throw new Error(
+    `${name} not found in ${dirs.join(", ")}; install it (apt-get install -y ` +
+      `${name.startsWith("redis") ? "redis-server" : "postgresql-15"})`,
+  );
+}
+
+function postgresBinDir(): string {
+  const root = "/usr/lib/postgresql";
+  try {
+    const versions = [...Deno.readDirSync(root)]
+      .map((entry) => entry.name)
+      .sort((a, b) => Number(b) - Number(a));
+    for (const version of versions) {
+      const dir = `${root}/${version}/bin`;
+      try {
+        Deno.statSync(`${dir}/postgres`);
+        return dir;
+      } catch {
+        // try the next version
+      }
+    }
+  } catch {
+    // no Debian layout; fall through to PATH
+  }
+  return "/usr/bin";
+}
+
+const isRoot = Deno.uid() === 0;
+
+/** Runs a command (as the `postgres` user when we are root) and throws on failure. */
+async function run(cmd: string, args: string[], asPostgres = false): Promise<void> {
+  const [program, argv] = asPostgres && isRoot
+    ? ["runuser", ["-u", "postgres", "--", cmd, ...args]]
+    : [cmd, args];
+  const out = await new Deno.Command(program, { args: argv, stdout: "piped", stderr: "piped" })
+    .output();
+  if (!out.success) {
+    const text = new TextDecoder().decode(out.stderr) + new TextDecoder().decode(out.stdout);
+    throw new Error(`${cmd} ${args.join(" ")} failed:\n${text}`);
+  }
+}
+
+function spawnQuiet(cmd: string, args: string[], asPostgres = false): Deno.ChildProcess {
+  const [program, argv] = asPostgres && isRoot
+    ? ["runuser", ["-u", "postgres", "--", cmd, ...args]]
+    : [cmd, args];
+  return new Deno.Command(program, {
+    args: argv,
+    stdin: "null",
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+}
+
+async function killProcess(child: Deno.ChildProcess | undefined, signal: Deno.Signal) {
+  if (!child) return;
+  try {
+    child.kill(signal);
+  } catch {
+    // already gone
+  }
+  await child.status;
+}
+
+/** Options for {@link startRedis}. */
+export interface RedisOptions {
+  /** Turn on the append-only file, so data survives {@link Service.kill}. */
+  appendOnly?: boolean;
+}
+
+/** Starts `redis-server` on a free loopback port. */
+export async function startRedis({ appendOnly = false }: RedisOptions = {}): Promise<Service> {
+  const server = findExecutable("redis-server", ["/usr/bin", "/usr/local/bin", "/usr/sbin"]);
+  const dir = await Deno.makeTempDir({ prefix: "tbg-redis-" });
+  const port = freePort();
+  let child: Deno.ChildProcess | undefined;
+  const start = async () => {
+    child = spawnQuiet(server, [
+      "--port",
+      String(port),
+      "--bind",
+      "127.0.0.1",
+      "--dir",
+      dir,
+      "--save",
+      "",
+      "--appendonly",
+      appendOnly ? "yes" : "no",
+      "--daemonize",
+      "no",
+    ]);
+    await waitFor(() => canConnect(port), { what: `redis-server on port ${port}` });
+  };
+  await start();
+  return {
+    url: `redis://127.0.0.1:${port}/0`,
+    port,
+    dir,
+    start,
+    kill: () => killProcess(child, "SIGKILL"),
+    stop: async () => {
+      await killProcess(child, "SIGTERM");
+      await Deno.remove(dir, { recursive: true });
+    },
+  };
+}
+
+/** Options for {@link startPostgres}. */
+export interface PostgresOptions {
+  /** Database to create; the URL points at it. */
+  database?: string;
+}
+
+/**
+ * Starts a fresh PostgreSQL cluster on a free loopback port. As root (CI) the server runs
+ * as the `postgres` user, which owns the data dir; PostgreSQL refuses to run as root.
+ */
+export async function startPostgres({ database = "tbg" }: PostgresOptions = {}): Promise<
+  Service
+> {
+  const bin = postgresBinDir();
+  const dir = await Deno.makeTempDir({ prefix: "tbg-pg-" });
+  if (isRoot) await run("chown", ["postgres:postgres", dir]);
+  const data = `${dir}/data`;
+  const port = freePort();
+  await run(`${bin}/initdb`, [
+    "-D",
+    data,
+    "-U",
+    "postgres",
+    "--auth=trust",
+    "-E",
+    "UTF8",
+    "--locale=C",
+  ], true);
+  let child: Deno.ChildProcess | undefined;
+  const start = async () => {
+    child = spawnQuiet(`${bin}/postgres`, [
+      "-D",
+      data,
+      "-p",
+      String(port),
+      "-k",
+      dir,
+      "-c",
+      "listen_addresses=127.0.0.1",
+      "-c",
+      "fsync=off",
+      "-c",
+      "synchronous_commit=off",
+      "-c",
+      "full_page_writes=off",
+    ], true);
+    await waitFor(
+      async () => {
+        await run(`${bin}/pg_isready`, ["-h", "127.0.0.1", "-p", String(port), "-U", "postgres"]);
+        return true;
+      },
+      { what: `postgres on port ${port}`, timeoutMs: 30_000, intervalMs: 50 },
+    );
+  };
+  await start();
+  await run(`${bin}/createdb`, ["-h", "127.0.0.1", "-p", String(port), "-U", "postgres", database]);
+  return {
+    url: `postgres://postgres@127.0.0.1:${port}/${database}`,
+    port,
+    dir,
+    start,
+    kill: () => killProcess(child, "SIGKILL"),
+    stop: async () => {
+      await killProcess(child, "SIGTERM");
+      await Deno.remove(dir, { recursive: true });
+    },
+  };
+}
+
+/** Path of `psql` next to the server binaries. */
+export function psqlPath(): string {
+  return `${postgresBinDir()}/psql`;
+}
