@@ -2,18 +2,18 @@
  * Redis sink: each event is appended to the stream `mining:{event}` with the fields
  * `event ts source data`, capped with `MAXLEN ~`; `block_found` is also published on
  * `blocks:found`. Writes are pipelined, one batch in flight at a time, so order holds and a
- * failed batch is simply sent again (at-least-once).
+ * failed batch is sent again from its first unconfirmed event (at-least-once).
  *
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import { createClient } from "redis";
-import type { MiningEvent } from "../events.ts";
-import { PendingQueue } from "../pending_queue.ts";
-import type { Sink, SinkStats } from "../sink.ts";
 import { redactUrl } from "../config.ts";
+import type { MiningEvent } from "../events.ts";
 import { RateLimitedLog } from "../log.ts";
 import { Backoff, sleep } from "../backoff.ts";
+import { PendingQueue } from "../pending_queue.ts";
+import type { Sink, SinkStats } from "../sink.ts";
+import { RespConnection, RespError } from "./resp.ts";
 
 /** Options for {@link createRedisSink}. */
 export interface RedisSinkOptions {
@@ -35,13 +35,13 @@ export function streamKey(eventType: string): string {
 }
 
 /** The Redis commands that deliver one event. */
-export function commandsFor(event: MiningEvent, streamMaxLen: number): string[][] {
+export function commandsFor(event: MiningEvent, streamMaxLen: string): string[][] {
   const xadd = [
     "XADD",
     streamKey(event.event),
     "MAXLEN",
     "~",
-    String(streamMaxLen),
+    streamMaxLen,
     "*",
     "event",
     event.event,
@@ -56,44 +56,24 @@ export function commandsFor(event: MiningEvent, streamMaxLen: number): string[][
   return [xadd, ["PUBLISH", BLOCKS_CHANNEL, JSON.stringify(event)]];
 }
 
-/** Creates the Redis sink; it connects in the background and reconnects by itself. */
+/** Creates the Redis sink; it connects when it has something to write and reconnects by itself. */
 export function createRedisSink(options: RedisSinkOptions): Sink {
   const log = getLogger(["tbg", "redis"]);
   const refusals = new RateLimitedLog(log);
   const maxBatch = options.maxBatch ?? 5000;
+  const maxLen = String(options.streamMaxLen);
+  const url = redactUrl(options.url);
   const queue = new PendingQueue<MiningEvent>(options.maxPendingEvents);
   const backoff = new Backoff(100, 5000);
+  const closing = new AbortController();
   const stats = { written: 0, retried: 0, dropped: 0 };
+  const waiters = new Set<{ target: number; resolve: () => void }>();
   let pushed = 0;
   let confirmed = 0;
   let writing = false;
-  let closed = false;
-  const closing = new AbortController();
-  const waiters = new Set<{ target: number; resolve: () => void }>();
+  let connection: RespConnection | undefined;
+  let failing = false;
 
-  const client = createClient({
-    url: options.url,
-    // Commands fail at once while disconnected; the write loop owns retries.
-    disableOfflineQueue: true,
-    socket: { reconnectStrategy: (attempt: number) => Math.min(100 * 2 ** attempt, 2000) },
-  });
-  let connected = false;
-  client.on("ready", () => {
-    connected = true;
-    log.info("connected to {url}", { url: redactUrl(options.url) });
-    void writeLoop();
-  });
-  client.on("end", () => connected = false);
-  client.on("error", (error: Error) => {
-    if (connected) log.warn("connection lost: {error}", { error: error.message });
-    connected = false;
-  });
-  client.connect().catch((error: Error) => {
-    log.warn("cannot reach {url} yet, retrying: {error}", {
-      url: redactUrl(options.url),
-      error: error.message,
-    });
-  });
   log.info("buffers up to {max} events while Redis is unreachable", {
     max: options.maxPendingEvents,
   });
@@ -108,39 +88,66 @@ export function createRedisSink(options: RedisSinkOptions): Sink {
   };
 
   /** Sends one batch; returns how many events, from the front, Redis confirmed. */
-  async function send(batch: MiningEvent[]): Promise<{ done: number; error?: Error }> {
-    const replies: Promise<unknown>[][] = batch.map((event) =>
-      commandsFor(event, options.streamMaxLen).map((command) => client.sendCommand(command))
-    );
-    const results = await Promise.allSettled(replies.map((commands) => Promise.all(commands)));
-    const failed = results.findIndex((result) => result.status === "rejected");
-    if (failed < 0) return { done: batch.length };
-    return { done: failed, error: (results[failed] as PromiseRejectedResult).reason };
+  async function send(batch: MiningEvent[]): Promise<number> {
+    if (!connection || connection.broken) {
+      connection = await RespConnection.connect(options.url);
+      log.info("connected to {url}", { url });
+    }
+    const commands: string[][] = [];
+    const owner: number[] = [];
+    for (let i = 0; i < batch.length; i++) {
+      for (const command of commandsFor(batch[i], maxLen)) {
+        commands.push(command);
+        owner.push(i);
+      }
+    }
+    const replies = await connection.pipeline(commands);
+    const failed = replies.findIndex((reply) => reply instanceof RespError);
+    if (failed < 0) return batch.length;
+    throw Object.assign(replies[failed] as RespError, { confirmed: owner[failed] });
   }
 
   async function writeLoop(): Promise<void> {
     if (writing) return;
     writing = true;
     try {
-      while (!closed && queue.length > 0) {
+      while (!closing.signal.aborted && queue.length > 0) {
         const batch = queue.peek(maxBatch);
-        const { done, error } = connected
-          ? await send(batch)
-          : { done: 0, error: new Error("not connected") };
+        let done = batch.length;
+        let failure: unknown;
+        try {
+          await send(batch);
+        } catch (error) {
+          failure = error;
+          done = (error as { confirmed?: number }).confirmed ?? 0;
+        }
         queue.remove(done);
         stats.written += done;
         confirmed += done;
         settle();
-        if (error) {
-          stats.retried += batch.length - done;
-          log.warn("write failed, {pending} events kept for retry: {error}", {
-            pending: queue.length,
-            error: error.message,
-          });
-          await sleep(backoff.next(), closing.signal);
-        } else {
+        if (failure === undefined) {
+          if (failing) {
+            log.info("writing again; {pending} events waiting", { pending: queue.length });
+          }
+          failing = false;
           backoff.reset();
+          continue;
         }
+        stats.retried += batch.length - done;
+        const delay = backoff.next();
+        if (!failing || delay === 5000) {
+          log.warn(
+            "write to {url} failed, {pending} events kept, retrying in {delay} ms: {error}",
+            {
+              url,
+              pending: queue.length,
+              delay,
+              error: (failure as Error).message,
+            },
+          );
+        }
+        failing = true;
+        await sleep(delay, closing.signal);
       }
     } finally {
       writing = false;
@@ -150,7 +157,6 @@ export function createRedisSink(options: RedisSinkOptions): Sink {
   return {
     name: "redis",
     push(events) {
-      if (closed) throw new Error("redis sink is closed");
       const refused = queue.push(events);
       pushed += events.length - refused;
       if (refused > 0) {
@@ -171,19 +177,14 @@ export function createRedisSink(options: RedisSinkOptions): Sink {
           waiters.delete(waiter);
           resolve();
         }, { once: true });
-        void writeLoop();
       });
     },
-    async close() {
-      closed = true;
+    close() {
       closing.abort();
       for (const waiter of waiters) waiter.resolve();
       waiters.clear();
-      try {
-        await client.close();
-      } catch {
-        client.destroy();
-      }
+      connection?.close();
+      return Promise.resolve();
     },
     stats(): SinkStats {
       return { ...stats, pending: queue.length };

@@ -115,10 +115,14 @@ async function killProcess(child: Deno.ChildProcess | undefined, signal: Deno.Si
 export interface RedisOptions {
   /** Turn on the append-only file, so data survives {@link Service.kill}. */
   appendOnly?: boolean;
+  /** Require this password (`requirepass`). */
+  password?: string;
 }
 
 /** Starts `redis-server` on a free loopback port. */
-export async function startRedis({ appendOnly = false }: RedisOptions = {}): Promise<Service> {
+export async function startRedis(
+  { appendOnly = false, password }: RedisOptions = {},
+): Promise<Service> {
   const server = findExecutable("redis-server", ["/usr/bin", "/usr/local/bin", "/usr/sbin"]);
   const dir = await Deno.makeTempDir({ prefix: "tbg-redis-" });
   const port = freePort();
@@ -137,12 +141,13 @@ export async function startRedis({ appendOnly = false }: RedisOptions = {}): Pro
       appendOnly ? "yes" : "no",
       "--daemonize",
       "no",
+      ...(password ? ["--requirepass", password] : []),
     ]);
     await waitFor(() => canConnect(port), { what: `redis-server on port ${port}` });
   };
   await start();
   return {
-    url: `redis://127.0.0.1:${port}/0`,
+    url: `redis://${password ? `:${encodeURIComponent(password)}@` : ""}127.0.0.1:${port}/0`,
     port,
     dir,
     start,
@@ -226,4 +231,19 @@ export async function startPostgres({ database = "tbg" }: PostgresOptions = {}):
 /** Path of `psql` next to the server binaries. */
 export function psqlPath(): string {
   return `${postgresBinDir()}/psql`;
+}
+
+/** Loads `sql/init.sql` into the database of `service` with psql, stopping at the first error. */
+export async function loadSchema(service: Service): Promise<void> {
+  const schema = new URL("../../sql/init.sql", import.meta.url).pathname;
+  await run(psqlPath(), [
+    "-X",
+    "-q",
+    "-v",
+    "ON_ERROR_STOP=1",
+    "-d",
+    service.url,
+    "-f",
+    schema,
+  ]);
 }

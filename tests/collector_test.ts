@@ -1,0 +1,88 @@
+import assert from "node:assert/strict";
+import { Collector } from "../src/collector.ts";
+import { packDatagrams } from "../src/datagram_batch.ts";
+import { qlenWarning, readMaxDgramQlen } from "../src/kernel_limits.ts";
+import { RecordingSink } from "./support/recording_sink.ts";
+
+const encode = (value: unknown) =>
+  new TextEncoder().encode(typeof value === "string" ? value : JSON.stringify(value));
+
+const share = (seq: number) => ({
+  event: "share_submitted",
+  ts: 1708617600 + seq,
+  source: "hosted",
+  seq,
+  emitter: "00aa",
+  data: { user: "tb1q", worker: "w", sdiff: seq, accepted: true },
+});
+
+Deno.test("bad datagrams are counted by reason and the good ones around them reach every sink in order", () => {
+  const redis = new RecordingSink("a");
+  const postgres = new RecordingSink("b");
+  const collector = new Collector([redis, postgres]);
+  const garbage = crypto.getRandomValues(new Uint8Array(64 * 1024));
+  const batch = packDatagrams([
+    { bytes: encode(share(1)), truncated: false },
+    { bytes: new Uint8Array([0xc3, 0x28]), truncated: false },
+    { bytes: encode(share(2)), truncated: false },
+    { bytes: encode("{oops"), truncated: false },
+    { bytes: garbage.subarray(0, 16 * 1024), truncated: true },
+    { bytes: encode({ ...share(3), source: "elsewhere" }), truncated: false },
+    { bytes: encode({ ...share(4), data: { diff: "high" } }), truncated: false },
+    { bytes: encode(share(5)), truncated: false },
+    {
+      bytes: encode({ event: "brand_new", ts: 2, source: "proxy", data: { k: 1 } }),
+      truncated: false,
+    },
+  ]);
+  collector.ingestBatch(batch);
+
+  for (const sink of [redis, postgres]) {
+    assert.deepEqual(sink.events.map((e) => e.seq ?? e.event), [1, 2, 5, "brand_new"]);
+    assert.equal(sink.pushes, 1, "one push per batch");
+  }
+  const counters = collector.counters();
+  assert.equal(counters.received, 9);
+  assert.equal(counters.accepted, 4);
+  assert.deepEqual(counters.invalid, {
+    oversized: 1,
+    not_utf8: 1,
+    not_json: 1,
+    invalid_envelope: 1,
+    invalid_data: 1,
+  });
+  assert.deepEqual(counters.byType, { share_submitted: 3, brand_new: 1 });
+  // seq 3 and 4 were sent but rejected, so from the emitter's numbering they are missing.
+  assert.equal(counters.lost, 2);
+});
+
+Deno.test("a batch of only bad datagrams pushes nothing", () => {
+  const sink = new RecordingSink();
+  const collector = new Collector([sink]);
+  collector.ingest([encode("null"), encode("[]"), encode("")]);
+  assert.equal(sink.pushes, 0);
+  assert.equal(collector.counters().received, 3);
+});
+
+Deno.test("seq gaps per emitter show up as lost", () => {
+  const collector = new Collector([new RecordingSink()]);
+  collector.ingest([1, 2, 3, 7, 8].map((seq) => encode(share(seq))));
+  collector.ingest([1, 2].map((seq) => encode({ ...share(seq), emitter: "00bb" })));
+  assert.equal(collector.counters().lost, 3);
+});
+
+Deno.test("the queue-length warning names the sysctl when it is low, and only then", async () => {
+  const warning = qlenWarning(10);
+  assert.ok(warning?.includes("sysctl -w net.unix.max_dgram_qlen=4096"), warning);
+  assert.ok(warning?.includes("is 10"), warning);
+  assert.equal(qlenWarning(4096), undefined);
+  assert.equal(qlenWarning(undefined), undefined);
+  const file = await Deno.makeTempFile();
+  try {
+    await Deno.writeTextFile(file, "512\n");
+    assert.equal(readMaxDgramQlen(file), 512);
+    assert.equal(readMaxDgramQlen(`${file}.missing`), undefined);
+  } finally {
+    await Deno.remove(file);
+  }
+});
