@@ -3,14 +3,25 @@
  *
  * @module
  */
-import { configure, getConsoleSink, type Logger } from "@logtape/logtape";
+import { configure, getConsoleSink, getTextFormatter, type Logger } from "@logtape/logtape";
 import type { LogLevel } from "./config.ts";
 
-/** Sends the `tbg` category to the console at `level` and above. */
+/**
+ * Renders a value inside a log line: plain strings bare, anything else (and any string with
+ * control characters, which input can smuggle in) quoted and escaped, so one record stays
+ * one line.
+ */
+export function renderLogValue(value: unknown, inspect: (value: unknown) => string): string {
+  // deno-lint-ignore no-control-regex
+  return typeof value === "string" && !/[\x00-\x1f\x7f]/.test(value) ? value : inspect(value);
+}
+
+/** Sends the `tbg` category to the console at `level` and above, one line per record. */
 export async function configureLogging(level: LogLevel): Promise<void> {
+  const formatter = getTextFormatter({ timestamp: "rfc3339", value: renderLogValue });
   await configure({
     reset: true,
-    sinks: { console: getConsoleSink() },
+    sinks: { console: getConsoleSink({ formatter }) },
     loggers: [
       { category: ["tbg"], lowestLevel: level, sinks: ["console"] },
       { category: ["logtape", "meta"], lowestLevel: "warning", sinks: ["console"] },

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { Collector } from "../src/collector.ts";
 import { packDatagrams } from "../src/datagram_batch.ts";
 import { qlenWarning, readMaxDgramQlen } from "../src/kernel_limits.ts";
+import { renderLogValue } from "../src/log.ts";
 import { RecordingSink } from "./support/recording_sink.ts";
 
 const encode = (value: unknown) =>
@@ -85,4 +86,11 @@ Deno.test("the queue-length warning names the sysctl when it is low, and only th
   } finally {
     await Deno.remove(file);
   }
+});
+
+Deno.test("log values stay on one line: control characters are escaped, plain text is bare", () => {
+  const inspect = (value: unknown) => JSON.stringify(value);
+  assert.equal(renderLogValue("received=3 lost=0", inspect), "received=3 lost=0");
+  assert.equal(renderLogValue("evil\nINF forged line", inspect), '"evil\\nINF forged line"');
+  assert.equal(renderLogValue(42, inspect), "42");
 });
