@@ -103,7 +103,8 @@ export type EventSource = (typeof EVENT_SOURCES)[number];
 const envelopeSchema = z.object({
   // The name becomes part of a Redis key (`mining:{event}`), so it is kept to a safe alphabet.
   event: z.string().regex(/^[a-z][a-z0-9_]{0,63}$/),
-  ts: z.number().positive(),
+  // Up to the end of year 9999, the last instant PostgreSQL's timestamptz and JS dates share.
+  ts: z.number().positive().max(253402300799),
   source: z.enum(EVENT_SOURCES),
   seq: z.int().nonnegative().optional(),
   emitter: z.string().regex(/^[0-9a-f]{1,32}$/).optional(),

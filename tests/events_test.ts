@@ -141,6 +141,7 @@ const badEnvelopes: Array<[string, unknown]> = [
   ["event with a colon", { event: "a:b", ts: 1, source: "hosted" }],
   ["ts as a string", { event: "x", ts: "1", source: "hosted" }],
   ["negative ts", { event: "x", ts: -1, source: "hosted" }],
+  ["ts past year 9999", { event: "x", ts: 253402300800, source: "hosted" }],
   ["unknown source", { event: "x", ts: 1, source: "cloud" }],
   ["fractional seq", { event: "x", ts: 1, source: "hosted", seq: 1.5 }],
   ["negative seq", { event: "x", ts: 1, source: "hosted", seq: -1 }],

@@ -133,7 +133,7 @@ export function createRedisSink(options: RedisSinkOptions): Sink {
           backoff.reset();
           continue;
         }
-        stats.retried += batch.length - done;
+        stats.retried++;
         const delay = backoff.next();
         if (!failing || delay === 5000) {
           log.warn(

@@ -76,11 +76,19 @@ function postgresBinDir(): string {
 
 const isRoot = Deno.uid() === 0;
 
+/**
+ * The command line that runs `cmd` as the `postgres` user when we are root. `setpriv`
+ * replaces itself with `cmd` (runuser would fork), so the spawned pid is the server's own
+ * and signals reach it.
+ */
+function asPostgresUser(cmd: string, args: string[], asPostgres: boolean): [string, string[]] {
+  if (!asPostgres || !isRoot) return [cmd, args];
+  return ["setpriv", ["--reuid=postgres", "--regid=postgres", "--init-groups", "--", cmd, ...args]];
+}
+
 /** Runs a command (as the `postgres` user when we are root) and throws on failure. */
 async function run(cmd: string, args: string[], asPostgres = false): Promise<void> {
-  const [program, argv] = asPostgres && isRoot
-    ? ["runuser", ["-u", "postgres", "--", cmd, ...args]]
-    : [cmd, args];
+  const [program, argv] = asPostgresUser(cmd, args, asPostgres);
   const out = await new Deno.Command(program, { args: argv, stdout: "piped", stderr: "piped" })
     .output();
   if (!out.success) {
@@ -90,9 +98,7 @@ async function run(cmd: string, args: string[], asPostgres = false): Promise<voi
 }
 
 function spawnQuiet(cmd: string, args: string[], asPostgres = false): Deno.ChildProcess {
-  const [program, argv] = asPostgres && isRoot
-    ? ["runuser", ["-u", "postgres", "--", cmd, ...args]]
-    : [cmd, args];
+  const [program, argv] = asPostgresUser(cmd, args, asPostgres);
   return new Deno.Command(program, {
     args: argv,
     stdin: "null",

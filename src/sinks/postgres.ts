@@ -1,0 +1,525 @@
+/**
+ * PostgreSQL sink: writes events in batches, each batch in one transaction and one round
+ * trip. Every event goes to `mining_events`; shares, users, workers, blocks and the weekly
+ * best difficulty are derived from the same batch (rules in `postgres_batch.ts`).
+ *
+ * - `push` only appends to a bounded in-memory queue; a write starts when `batchMaxSize`
+ *   events wait, `flushIntervalMs` after the oldest waiting event arrived, or on `flush`.
+ * - One write in flight at a time, taking everything waiting up to `maxWriteEvents`. Each
+ *   table's rows travel as one JSON parameter (`json_to_recordset`), and all statements are
+ *   pipelined inside one transaction.
+ * - A failed write stays at the head of the queue and is retried with exponential back-off
+ *   (100 ms doubling to 5 s); postgres.js reconnects by itself.
+ * - If the connection is lost after every statement succeeded, the commit may or may not
+ *   have happened: the transaction id is checked with `pg_xact_status` before the batch is
+ *   sent again, so a batch is never written twice.
+ * - A batch the server refuses for its data (SQLSTATE class 22 or 54, e.g. a value out of
+ *   range or JSON nested too deep) is split in halves until the offending event is alone;
+ *   that event is dropped, counted in `dropped` and logged, and the rest is written. A batch
+ *   over 64 Mi characters of JSON is split the same way before it is sent.
+ * - Events whose `ts` PostgreSQL cannot store are refused by `push` and counted in `dropped`.
+ * - While the database is unreachable at most `maxPendingEvents` events are held; more are
+ *   refused, counted in `dropped` and logged at a bounded rate.
+ *
+ * @module
+ */
+import { getLogger } from "@logtape/logtape";
+import postgres from "postgres";
+import { Backoff, sleep } from "../backoff.ts";
+import { redactUrl } from "../config.ts";
+import type { MiningEvent } from "../events.ts";
+import { PendingQueue } from "../pending_queue.ts";
+import type { Sink, SinkStats } from "../sink.ts";
+import { type BatchRows, buildBatch, isStorableTs, toJson } from "./postgres_batch.ts";
+
+/** Options for {@link createPostgresSink}. */
+export interface PostgresSinkOptions {
+  /** `postgres://user:pass@host:port/db`; query parameters become session settings. */
+  readonly url: string;
+  /** A write starts as soon as this many events wait. */
+  readonly batchMaxSize: number;
+  /** A write starts at the latest this long after the oldest waiting event arrived. */
+  readonly flushIntervalMs: number;
+  /** Events held (waiting or in flight) while the database is slow or unreachable. */
+  readonly maxPendingEvents: number;
+  /** Most events one transaction takes (default 20,000). */
+  readonly maxWriteEvents?: number;
+}
+
+/** Default cap on the events one transaction takes. */
+export const DEFAULT_MAX_WRITE_EVENTS = 20_000;
+
+type Sql = postgres.Sql;
+type Tx = postgres.TransactionSql;
+
+/** Thrown when a commit's outcome is unknown: the connection broke after the statements. */
+class UncertainCommit extends Error {
+  constructor(readonly xid: string, cause: unknown) {
+    super(errorText(cause), { cause });
+  }
+}
+
+function errorText(error: unknown): string {
+  if (error instanceof Error) {
+    const code = (error as { code?: unknown }).code;
+    return typeof code === "string" && !error.message.includes(code)
+      ? `${error.message} (${code})`
+      : error.message;
+  }
+  return String(error);
+}
+
+/** A batch that could not be turned into statements (never expected; handled like bad data). */
+class UnencodableBatch extends Error {}
+
+/** An error caused by the data sent: retrying the same data fails the same way. */
+function isDataError(error: unknown): boolean {
+  if (error instanceof UnencodableBatch) return true;
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === "string" && /^(22|54)[0-9A-Z]{3}$/.test(code);
+}
+
+/**
+ * The statements that write one batch, in dependency order (users before the tables that
+ * look user ids up). Parameters are JSON text cast with `::text::json`: postgres.js would
+ * JSON-encode a string a second time if the parameter's type were json.
+ */
+function statements(tx: Tx, rows: BatchJson) {
+  const list = [];
+  if (rows.users !== undefined) {
+    list.push(tx`
+      INSERT INTO users AS o (btc_address, last_seen)
+      SELECT x.u, to_timestamp(x.t)
+      FROM json_to_recordset(${rows.users}::text::json) AS x(u text, t float8)
+      ON CONFLICT (btc_address) DO UPDATE SET last_seen = EXCLUDED.last_seen
+      WHERE o.last_seen IS NULL OR o.last_seen < EXCLUDED.last_seen`);
+  }
+  if (rows.workers !== undefined) {
+    list.push(tx`
+      INSERT INTO workers AS o (
+        user_id, worker_name, is_online, current_diff,
+        hashrate_1m, hashrate_5m, hashrate_1h, hashrate_24h, hashrate_at,
+        ip_address, useragent, source, connected_at, disconnected_at, last_share_at, last_seen,
+        shares_accepted, shares_rejected)
+      SELECT u.id, x.w, coalesce(x.st, false), x.d,
+        coalesce(x.h1m, 0), coalesce(x.h5m, 0), coalesce(x.h1h, 0), coalesce(x.h1d, 0),
+        to_timestamp(x.ht), x.ip, x.ua, x.s, to_timestamp(x.ca), to_timestamp(x.da),
+        to_timestamp(x.sa), to_timestamp(x.ls), x.na, x.nr
+      FROM json_to_recordset(${rows.workers}::text::json) AS x(
+        u text, w text, s text, st boolean, ca float8, da float8, sa float8, ls float8,
+        d float8, h1m float8, h5m float8, h1h float8, h1d float8, ht float8,
+        ip text, ua text, na bigint, nr bigint)
+      JOIN users u ON u.btc_address = x.u
+      ON CONFLICT (user_id, worker_name) DO UPDATE SET
+        is_online = CASE
+          WHEN greatest(EXCLUDED.connected_at, EXCLUDED.disconnected_at, EXCLUDED.last_share_at)
+            >= coalesce(greatest(o.connected_at, o.disconnected_at, o.last_share_at), '-infinity')
+          THEN EXCLUDED.is_online ELSE o.is_online END,
+        current_diff = coalesce(EXCLUDED.current_diff, o.current_diff),
+        hashrate_1m = CASE WHEN EXCLUDED.hashrate_at >= coalesce(o.hashrate_at, '-infinity')
+          THEN EXCLUDED.hashrate_1m ELSE o.hashrate_1m END,
+        hashrate_5m = CASE WHEN EXCLUDED.hashrate_at >= coalesce(o.hashrate_at, '-infinity')
+          THEN EXCLUDED.hashrate_5m ELSE o.hashrate_5m END,
+        hashrate_1h = CASE WHEN EXCLUDED.hashrate_at >= coalesce(o.hashrate_at, '-infinity')
+          THEN EXCLUDED.hashrate_1h ELSE o.hashrate_1h END,
+        hashrate_24h = CASE WHEN EXCLUDED.hashrate_at >= coalesce(o.hashrate_at, '-infinity')
+          THEN EXCLUDED.hashrate_24h ELSE o.hashrate_24h END,
+        hashrate_at = greatest(o.hashrate_at, EXCLUDED.hashrate_at),
+        ip_address = coalesce(EXCLUDED.ip_address, o.ip_address),
+        useragent = coalesce(EXCLUDED.useragent, o.useragent),
+        source = EXCLUDED.source,
+        connected_at = greatest(o.connected_at, EXCLUDED.connected_at),
+        disconnected_at = greatest(o.disconnected_at, EXCLUDED.disconnected_at),
+        last_share_at = greatest(o.last_share_at, EXCLUDED.last_share_at),
+        last_seen = greatest(o.last_seen, EXCLUDED.last_seen),
+        shares_accepted = o.shares_accepted + EXCLUDED.shares_accepted,
+        shares_rejected = o.shares_rejected + EXCLUDED.shares_rejected`);
+  }
+  if (rows.blocks !== undefined) {
+    list.push(tx`
+      INSERT INTO blocks AS o (
+        block_height, block_hash, user_id, btc_address, worker_name, reward_sats, difficulty,
+        network_difficulty, coinbase_sig, source, found_at)
+      SELECT x.h, x.hash, u.id, x.u, x.w, x.r, x.d, x.nd, x.cb, x.s, to_timestamp(x.t)
+      FROM json_to_recordset(${rows.blocks}::text::json) AS x(
+        h bigint, hash text, u text, w text, r bigint, d float8, nd float8, cb text, s text,
+        t float8)
+      LEFT JOIN users u ON u.btc_address = x.u
+      ON CONFLICT (block_hash) DO UPDATE SET
+        block_height = coalesce(nullif(o.block_height, 0), EXCLUDED.block_height),
+        user_id = coalesce(o.user_id, EXCLUDED.user_id),
+        btc_address = coalesce(o.btc_address, EXCLUDED.btc_address),
+        worker_name = coalesce(o.worker_name, EXCLUDED.worker_name),
+        reward_sats = coalesce(nullif(o.reward_sats, 0), EXCLUDED.reward_sats),
+        difficulty = coalesce(nullif(o.difficulty, 0), EXCLUDED.difficulty),
+        network_difficulty = coalesce(nullif(o.network_difficulty, 0), EXCLUDED.network_difficulty),
+        coinbase_sig = coalesce(o.coinbase_sig, EXCLUDED.coinbase_sig),
+        found_at = least(o.found_at, EXCLUDED.found_at)`);
+  }
+  if (rows.weekly !== undefined) {
+    list.push(tx`
+      INSERT INTO weekly_best_diff AS o (
+        btc_address, week_start, best_difficulty, best_share_at, total_shares)
+      SELECT x.u, x.wk, x.b, to_timestamp(x.bt), x.n
+      FROM json_to_recordset(${rows.weekly}::text::json) AS x(
+        u text, wk date, b float8, bt float8, n bigint)
+      ON CONFLICT (btc_address, week_start) DO UPDATE SET
+        best_share_at = CASE
+          WHEN o.best_share_at IS NULL OR EXCLUDED.best_difficulty > o.best_difficulty
+          THEN EXCLUDED.best_share_at ELSE o.best_share_at END,
+        best_difficulty = greatest(o.best_difficulty, EXCLUDED.best_difficulty),
+        total_shares = o.total_shares + EXCLUDED.total_shares`);
+  }
+  if (rows.shares !== undefined) {
+    list.push(tx`
+      INSERT INTO shares (
+        time, btc_address, worker_name, difficulty, share_diff, is_valid, is_block,
+        reject_reason, ip_address, source, emitter, seq)
+      SELECT to_timestamp(x.t), x.u, x.w, x.d, x.sd, x.a, x.b, x.r, x.ip, x.s, x.m, x.q
+      FROM json_to_recordset(${rows.shares}::text::json) AS x(
+        t float8, u text, w text, d float8, sd float8, a boolean, b boolean, r text, ip text,
+        s text, m text, q bigint)`);
+  }
+  list.push(tx`
+    INSERT INTO mining_events (ts, event_type, source, emitter, seq, payload)
+    SELECT to_timestamp(x.t), x.e, x.s, x.m, x.q, x.p
+    FROM json_to_recordset(${rows.events}::text::json) AS x(
+      t float8, e text, s text, m text, q bigint, p jsonb)`);
+  return list;
+}
+
+/** Each table's rows as one JSON document; undefined when the table gets no rows. */
+type BatchJson = {
+  [table in keyof BatchRows]: table extends "events" ? string : string | undefined;
+};
+
+/**
+ * Largest JSON a batch may send, in characters. A batch of big payloads beyond it is split
+ * like a refused one; PostgreSQL cannot take a single value over 1 GB anyway.
+ */
+const MAX_BATCH_CHARS = 64 * 1024 * 1024;
+
+function encode(batch: readonly MiningEvent[]): BatchJson {
+  let json: BatchJson;
+  try {
+    const rows = buildBatch(batch);
+    const doc = (list: unknown[]) => list.length > 0 ? toJson(list) : undefined;
+    json = {
+      events: toJson(rows.events),
+      shares: doc(rows.shares),
+      users: doc(rows.users),
+      workers: doc(rows.workers),
+      blocks: doc(rows.blocks),
+      weekly: doc(rows.weekly),
+    };
+  } catch (error) {
+    throw new UnencodableBatch(`cannot encode batch: ${errorText(error)}`, { cause: error });
+  }
+  const chars = Object.values(json).reduce((sum, doc) => sum + (doc?.length ?? 0), 0);
+  if (chars > MAX_BATCH_CHARS && batch.length > 1) {
+    throw new UnencodableBatch(`batch too large (${chars} characters of JSON)`);
+  }
+  return json;
+}
+
+/** An event for a log line, shortened; never throws. */
+function describe(event: MiningEvent): string {
+  try {
+    return JSON.stringify(event).slice(0, 2_000);
+  } catch {
+    return `${event.event} at ${event.ts}`;
+  }
+}
+
+/** Writes one batch in one transaction; throws {@link UncertainCommit} when unsure. */
+async function writeBatch(sql: Sql, batch: readonly MiningEvent[]): Promise<void> {
+  const rows = encode(batch);
+  let xid: string | undefined;
+  try {
+    await sql.begin(async (tx) => {
+      // Created together, so postgres.js sends them in one go.
+      const [[head]] = await Promise.all([
+        tx<{ xid: string }[]>`SELECT pg_current_xact_id()::text AS xid`,
+        ...statements(tx, rows),
+      ]);
+      xid = head.xid;
+    });
+  } catch (error) {
+    if (xid !== undefined && !isDataError(error)) throw new UncertainCommit(xid, error);
+    throw error;
+  }
+}
+
+/** Logs at most `limit` messages per window, then one summary of what it held back. */
+class BoundedLog {
+  #windowStart = 0;
+  #sent = 0;
+  #held = 0;
+  constructor(
+    readonly emit: (message: string, props: Record<string, unknown>) => void,
+    readonly limit = 5,
+    readonly windowMs = 10_000,
+  ) {}
+  log(message: string, props: Record<string, unknown>): void {
+    const now = Date.now();
+    if (now - this.#windowStart >= this.windowMs) {
+      this.#windowStart = now;
+      this.#sent = 0;
+    }
+    if (this.#sent >= this.limit) {
+      this.#held++;
+      return;
+    }
+    this.#sent++;
+    const held = this.#held;
+    this.#held = 0;
+    this.emit(held > 0 ? `${message} ({held} similar messages held back)` : message, {
+      ...props,
+      held,
+    });
+  }
+}
+
+/** Creates the PostgreSQL sink. It connects on first write and reconnects by itself. */
+export function createPostgresSink(options: PostgresSinkOptions): Sink {
+  const log = getLogger(["tbg", "postgres"]);
+  const maxWrite = Math.max(1, options.maxWriteEvents ?? DEFAULT_MAX_WRITE_EVENTS);
+  const batchMaxSize = Math.max(1, options.batchMaxSize);
+  const queue = new PendingQueue<MiningEvent>(options.maxPendingEvents);
+  const backoff = new Backoff(100, 5_000);
+  const closing = new AbortController();
+  const refusals = new BoundedLog((message, props) => log.error(message, props));
+  const stats = { written: 0, retried: 0, dropped: 0 };
+  const waiters = new Set<{ target: number; resolve: () => void }>();
+  const sql = postgres(options.url, {
+    max: 1, // one write at a time
+    onnotice: () => {},
+    connect_timeout: 5,
+    fetch_types: false,
+    connection: { application_name: "tbg-collector" },
+  });
+
+  let accepted = 0; // events taken into the queue, ever
+  let settled = 0; // of those, events written or discarded
+  let closed = false;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let timerFired = false;
+  let oldestWaitingAt: number | undefined; // arrival of the oldest event no write has taken
+  let loop: Promise<void> | undefined;
+  let retrying = false;
+  let failures = 0; // consecutive failed attempts
+  let limit = maxWrite; // shrinks while a refused batch is being split
+  let suspects = 0; // events at the head that were in a refused batch
+  let uncertain: { xid: string; count: number } | undefined;
+
+  log.info("postgres sink buffers up to {max} events while the database is unreachable", {
+    max: options.maxPendingEvents,
+    url: redactUrl(options.url),
+  });
+
+  const settle = (count: number) => {
+    settled += count;
+    for (const waiter of waiters) {
+      if (settled >= waiter.target) {
+        waiters.delete(waiter);
+        waiter.resolve();
+      }
+    }
+  };
+
+  const due = () => {
+    if (closed || queue.length === 0) return false;
+    if (retrying || uncertain || timerFired || queue.length >= batchMaxSize) return true;
+    for (const waiter of waiters) if (waiter.target > settled) return true;
+    return false;
+  };
+
+  function schedule(): void {
+    if (closed || loop) return;
+    if (due()) {
+      if (timer !== undefined) clearTimeout(timer);
+      timer = undefined;
+      loop = run()
+        .catch(async (error) => {
+          // Not expected: every write error is handled in run(). Log, pause, carry on.
+          log.error("postgres write loop failed: {error}", { error: errorText(error) });
+          retrying = true;
+          await sleep(backoff.next(), closing.signal);
+        })
+        .finally(() => {
+          loop = undefined;
+          schedule();
+        });
+    } else if (queue.length > 0 && timer === undefined) {
+      const start = oldestWaitingAt ?? Date.now();
+      const delay = Math.max(0, start + options.flushIntervalMs - Date.now());
+      timer = setTimeout(() => {
+        timer = undefined;
+        timerFired = true;
+        schedule();
+      }, delay);
+    }
+  }
+
+  const succeeded = (count: number) => {
+    queue.remove(count);
+    stats.written += count;
+    settle(count);
+    if (failures > 0) {
+      log.info("write succeeded after {failures} failed attempts", { failures });
+    }
+    failures = 0;
+    retrying = false;
+    backoff.reset();
+    if (suspects > 0) {
+      suspects = Math.max(0, suspects - count);
+      if (suspects === 0) limit = maxWrite;
+    }
+  };
+
+  const failed = async (error: unknown, pending: number) => {
+    stats.retried++;
+    failures++;
+    retrying = true;
+    log.warn("write failed, {pending} events kept for retry: {error}", {
+      pending,
+      error: errorText(error),
+      attempt: failures,
+    });
+    await sleep(backoff.next(), closing.signal);
+  };
+
+  /** Settles a commit whose outcome was unknown; true once it is known. */
+  async function resolveUncertain(state: { xid: string; count: number }): Promise<boolean> {
+    const [row] = await sql<{ status: string | null }[]>`
+      SELECT pg_xact_status(${state.xid}::text::xid8) AS status`;
+    if (row.status === "in progress") return false;
+    uncertain = undefined;
+    if (row.status === "committed") {
+      log.info("a write whose commit was not confirmed did commit ({count} events)", {
+        count: state.count,
+      });
+      succeeded(state.count);
+    } else if (row.status !== "aborted") {
+      log.warn("cannot tell whether transaction {xid} committed; writing its events again", {
+        xid: state.xid,
+      });
+    }
+    return true;
+  }
+
+  async function run(): Promise<void> {
+    while (due()) {
+      if (uncertain) {
+        try {
+          if (!(await resolveUncertain(uncertain))) {
+            await failed("commit still in progress", queue.length);
+          }
+        } catch (error) {
+          await failed(error, queue.length);
+        }
+        continue;
+      }
+      const count = Math.min(queue.length, limit);
+      const batch = queue.peek(count);
+      if (count === queue.length) {
+        timerFired = false;
+        oldestWaitingAt = undefined;
+      }
+      try {
+        await writeBatch(sql, batch);
+        succeeded(count);
+      } catch (error) {
+        if (closed) return;
+        if (error instanceof UncertainCommit) {
+          uncertain = { xid: error.xid, count };
+          await failed(error, queue.length);
+        } else if (isDataError(error)) {
+          retrying = true;
+          suspects = Math.max(suspects, count);
+          if (count > 1) {
+            limit = Math.ceil(count / 2);
+            log.warn("database refused a batch of {count} events ({error}); splitting it", {
+              count,
+              error: errorText(error),
+            });
+          } else {
+            queue.remove(1);
+            stats.dropped++;
+            settle(1);
+            suspects--;
+            if (suspects === 0) limit = maxWrite;
+            refusals.log("database refused an event, dropped it: {error}; event: {event}", {
+              error: errorText(error),
+              event: describe(batch[0]),
+            });
+          }
+        } else {
+          await failed(error, queue.length);
+        }
+      }
+    }
+  }
+
+  return {
+    name: "postgres",
+    push(events) {
+      if (closed) throw new Error("postgres sink is closed");
+      if (events.length === 0) return;
+      let storable: readonly MiningEvent[] = events;
+      if (!events.every((event) => isStorableTs(event.ts))) {
+        storable = events.filter((event) => isStorableTs(event.ts));
+        const bad = events.length - storable.length;
+        stats.dropped += bad;
+        refusals.log("refused {bad} events whose ts cannot be stored (e.g. {ts})", {
+          bad,
+          ts: events.find((event) => !isStorableTs(event.ts))?.ts,
+        });
+      }
+      const refused = queue.push(storable);
+      accepted += storable.length - refused;
+      if (refused > 0) {
+        stats.dropped += refused;
+        refusals.log("buffer full ({max} events): refused {refused} events", {
+          max: options.maxPendingEvents,
+          refused,
+        });
+      }
+      if (storable.length > refused) oldestWaitingAt ??= Date.now();
+      schedule();
+    },
+    flush(signal) {
+      if (settled >= accepted || closed || signal?.aborted) return Promise.resolve();
+      return new Promise<void>((resolve) => {
+        const waiter = {
+          target: accepted,
+          resolve: () => {
+            signal?.removeEventListener("abort", abort);
+            resolve();
+          },
+        };
+        const abort = () => {
+          waiters.delete(waiter);
+          waiter.resolve();
+        };
+        signal?.addEventListener("abort", abort, { once: true });
+        waiters.add(waiter);
+        schedule();
+      });
+    },
+    async close() {
+      if (closed) return;
+      closed = true;
+      if (timer !== undefined) clearTimeout(timer);
+      timer = undefined;
+      closing.abort();
+      for (const waiter of waiters) waiter.resolve();
+      waiters.clear();
+      await sql.end({ timeout: 5 });
+      await loop;
+    },
+    stats(): SinkStats {
+      return { ...stats, pending: queue.length };
+    },
+  };
+}

@@ -1,0 +1,410 @@
+/**
+ * Pure part of the PostgreSQL sink: turns a batch of events into the rows each table
+ * receives, aggregated per key so that one `INSERT ... ON CONFLICT DO UPDATE` never touches
+ * the same row twice.
+ *
+ * Rules (see also `sql/init.sql`):
+ * - every event goes to `mining_events`; `share_submitted` also to `shares`;
+ * - every event whose `data.user` is a non-empty string upserts `users` (last_seen = latest ts);
+ * - `miner_connected`, `miner_disconnected`, `share_submitted`, `diff_updated` and
+ *   `hashrate_update` with a non-empty user and worker upsert `workers`; the online state is
+ *   decided by the latest of connect / share (online) and disconnect (offline) by ts, a later
+ *   event in the batch winning a tie;
+ * - `block_found` gives one `blocks` row; rows with the same non-empty hash are merged;
+ * - accepted shares feed `weekly_best_diff` per user and ISO week (Monday, UTC).
+ *
+ * Text headed for PostgreSQL is cleaned: NUL characters are removed (text and jsonb cannot
+ * hold them) and lone UTF-16 surrogates become U+FFFD (they are not valid UTF-8). Fields
+ * used as columns and keys are cleaned here; the payloads when the rows are serialized
+ * ({@link toJson}).
+ *
+ * @module
+ */
+import type { MiningEvent } from "../events.ts";
+
+/** Latest event time PostgreSQL is asked to store: 9999-12-31T23:59:59Z. */
+export const MAX_EVENT_TS = 253402300799;
+
+/** Whether `ts` is epoch seconds that `to_timestamp` and the week arithmetic accept. */
+export function isStorableTs(ts: number): boolean {
+  return Number.isFinite(ts) && ts >= 0 && ts <= MAX_EVENT_TS;
+}
+
+// Lone surrogates (a high not followed by a low, or a low not preceded by a high).
+const UNSAFE_TEXT = /\0|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+/** Removes NUL characters and replaces lone surrogates with U+FFFD. */
+export function cleanText(text: string): string {
+  if (!UNSAFE_TEXT.test(text)) return text;
+  return text.replaceAll("\0", "").toWellFormed();
+}
+
+// One JSON escape at a time, so an escaped backslash is never mistaken for an escape.
+const JSON_ESCAPE = /\\(?:u[0-9a-fA-F]{4}|[^u])/g;
+const LONE_SURROGATE_ESCAPE = /^\\ud[89a-f][0-9a-f]{2}$/i;
+
+/**
+ * `JSON.stringify(value)` with NUL characters removed and lone surrogates replaced by
+ * U+FFFD, in every string and key, at any depth. Works on the text (JSON.stringify escapes
+ * exactly these characters as `\u0000` and `\udXXX`), so deeply nested payloads cost no
+ * recursion.
+ */
+export function toJson(value: unknown): string {
+  const text = JSON.stringify(value);
+  if (!text.includes("\\u")) return text;
+  return text.replace(
+    JSON_ESCAPE,
+    (escape) => escape === "\\u0000" ? "" : LONE_SURROGATE_ESCAPE.test(escape) ? "\\ufffd" : escape,
+  );
+}
+
+/** Monday (UTC) of the ISO week that contains `ts`, as `YYYY-MM-DD`. */
+export function isoWeekStart(ts: number): string {
+  const day = Math.floor(ts / 86_400); // days since 1970-01-01, a Thursday
+  const monday = day - ((day + 3) % 7); // (day + 3) % 7 is 0 on Mondays
+  return new Date(monday * 86_400_000).toISOString().slice(0, 10);
+}
+
+/** A `mining_events` row. Keys are short: the rows travel as one JSON document. */
+export interface EventRow {
+  /** ts, epoch seconds */
+  t: number;
+  /** event type */
+  e: string;
+  /** source */
+  s: string;
+  /** emitter */
+  m: string | null;
+  /** seq */
+  q: number | null;
+  /** payload: the event's data as received; {@link toJson} cleans it */
+  p: unknown;
+}
+
+/** A `shares` row. */
+export interface ShareRow {
+  t: number;
+  u: string;
+  w: string;
+  d: number;
+  sd: number;
+  a: boolean;
+  b: boolean;
+  r: string | null;
+  ip: string | null;
+  s: string;
+  m: string | null;
+  q: number | null;
+}
+
+/** A `users` upsert: address and the latest event time seen for it. */
+export interface UserRow {
+  u: string;
+  t: number;
+}
+
+/** A `workers` upsert; `null` means "this batch says nothing about it". */
+export interface WorkerRow {
+  u: string;
+  w: string;
+  /** source of the latest event */
+  s: string;
+  /** online state from the latest connection evidence, or null */
+  st: boolean | null;
+  /** latest miner_connected ts */
+  ca: number | null;
+  /** latest miner_disconnected ts */
+  da: number | null;
+  /** latest share_submitted ts */
+  sa: number | null;
+  /** latest event ts */
+  ls: number;
+  /** difficulty from the latest miner_connected / diff_updated */
+  d: number | null;
+  /** hashrates from the latest hashrate_update, and its ts */
+  h1m: number | null;
+  h5m: number | null;
+  h1h: number | null;
+  h1d: number | null;
+  ht: number | null;
+  /** latest non-empty ip and useragent */
+  ip: string | null;
+  ua: string | null;
+  /** accepted and rejected shares in this batch */
+  na: number;
+  nr: number;
+}
+
+/** A `blocks` row. */
+export interface BlockRow {
+  h: number;
+  hash: string | null;
+  u: string | null;
+  w: string | null;
+  r: number;
+  d: number;
+  nd: number;
+  cb: string | null;
+  s: string;
+  t: number;
+}
+
+/** A `weekly_best_diff` upsert. */
+export interface WeeklyRow {
+  u: string;
+  /** week start, YYYY-MM-DD */
+  wk: string;
+  /** best share difficulty and when it was reached */
+  b: number;
+  bt: number;
+  /** accepted shares */
+  n: number;
+}
+
+/** Everything one batch writes, table by table. */
+export interface BatchRows {
+  events: EventRow[];
+  shares: ShareRow[];
+  users: UserRow[];
+  workers: WorkerRow[];
+  blocks: BlockRow[];
+  weekly: WeeklyRow[];
+}
+
+const WORKER_EVENTS = new Set([
+  "miner_connected",
+  "miner_disconnected",
+  "share_submitted",
+  "diff_updated",
+  "hashrate_update",
+]);
+
+/** A string field, cleaned; "" when absent or not a string. */
+function str(value: unknown): string {
+  return typeof value === "string" ? cleanText(value) : "";
+}
+
+function num(value: unknown): number {
+  return typeof value === "number" && Number.isFinite(value) ? value : 0;
+}
+
+function orNull(text: string): string | null {
+  return text === "" ? null : text;
+}
+
+interface WorkerAcc extends WorkerRow {
+  /** ts of the evidence behind `st` */
+  stateTs: number;
+  diffTs: number;
+  ipTs: number;
+  uaTs: number;
+  sourceTs: number;
+}
+
+function newWorker(user: string, worker: string, source: string, ts: number): WorkerAcc {
+  return {
+    u: user,
+    w: worker,
+    s: source,
+    st: null,
+    ca: null,
+    da: null,
+    sa: null,
+    ls: ts,
+    d: null,
+    h1m: null,
+    h5m: null,
+    h1h: null,
+    h1d: null,
+    ht: null,
+    ip: null,
+    ua: null,
+    na: 0,
+    nr: 0,
+    stateTs: -Infinity,
+    diffTs: -Infinity,
+    ipTs: -Infinity,
+    uaTs: -Infinity,
+    sourceTs: -Infinity,
+  };
+}
+
+const max = (a: number | null, b: number): number => a === null || b > a ? b : a;
+
+function applyWorkerEvent(acc: WorkerAcc, type: string, ts: number, data: Record<string, unknown>) {
+  acc.ls = Math.max(acc.ls, ts);
+  const ip = str(data.ip);
+  if (ip !== "" && ts >= acc.ipTs) {
+    acc.ip = ip;
+    acc.ipTs = ts;
+  }
+  const setState = (online: boolean) => {
+    if (ts >= acc.stateTs) {
+      acc.st = online;
+      acc.stateTs = ts;
+    }
+  };
+  const setDiff = (diff: number) => {
+    if (ts >= acc.diffTs) {
+      acc.d = diff;
+      acc.diffTs = ts;
+    }
+  };
+  switch (type) {
+    case "miner_connected": {
+      acc.ca = max(acc.ca, ts);
+      setState(true);
+      setDiff(num(data.initial_diff));
+      const useragent = str(data.useragent);
+      if (useragent !== "" && ts >= acc.uaTs) {
+        acc.ua = useragent;
+        acc.uaTs = ts;
+      }
+      break;
+    }
+    case "miner_disconnected":
+      acc.da = max(acc.da, ts);
+      setState(false);
+      break;
+    case "share_submitted":
+      acc.sa = max(acc.sa, ts);
+      setState(true);
+      if (data.accepted === true) acc.na++;
+      else acc.nr++;
+      break;
+    case "diff_updated":
+      setDiff(num(data.new_diff));
+      break;
+    case "hashrate_update":
+      if (acc.ht === null || ts >= acc.ht) {
+        acc.ht = ts;
+        acc.h1m = num(data.hashrate_1m);
+        acc.h5m = num(data.hashrate_5m);
+        acc.h1h = num(data.hashrate_1h);
+        acc.h1d = num(data.hashrate_1d);
+      }
+      break;
+  }
+}
+
+/**
+ * Splits a batch into table rows. Events must have a storable ts ({@link isStorableTs}).
+ * Strings are cleaned before they are used as keys, so keys that differ only by a NUL
+ * become one row rather than two rows that collide in the database.
+ */
+export function buildBatch(batch: readonly MiningEvent[]): BatchRows {
+  const events: EventRow[] = new Array(batch.length);
+  const shares: ShareRow[] = [];
+  const users = new Map<string, UserRow>();
+  const workers = new Map<string, WorkerAcc>();
+  const blocks: BlockRow[] = [];
+  const blocksByHash = new Map<string, BlockRow>();
+  const weekly = new Map<string, WeeklyRow>();
+
+  for (let i = 0; i < batch.length; i++) {
+    const event = batch[i];
+    const data = event.data ?? {};
+    const type = cleanText(event.event);
+    const ts = event.ts;
+    const source = cleanText(event.source);
+    const emitter = event.emitter === undefined ? null : cleanText(event.emitter);
+    const seq = event.seq ?? null;
+    events[i] = { t: ts, e: type, s: source, m: emitter, q: seq, p: data };
+
+    const user = str(data.user);
+    if (user !== "") {
+      const known = users.get(user);
+      if (!known) users.set(user, { u: user, t: ts });
+      else if (ts > known.t) known.t = ts;
+    }
+    const worker = str(data.worker);
+
+    if (user !== "" && worker !== "" && WORKER_EVENTS.has(type)) {
+      const key = `${user}\0${worker}`; // cleaned strings hold no NUL
+      let acc = workers.get(key);
+      if (!acc) workers.set(key, acc = newWorker(user, worker, source, ts));
+      if (ts >= acc.sourceTs) {
+        acc.s = source;
+        acc.sourceTs = ts;
+      }
+      applyWorkerEvent(acc, type, ts, data);
+    }
+
+    if (type === "share_submitted") {
+      const accepted = data.accepted === true;
+      const sdiff = num(data.sdiff);
+      shares.push({
+        t: ts,
+        u: user,
+        w: worker,
+        d: num(data.diff),
+        sd: sdiff,
+        a: accepted,
+        b: data.is_block === true,
+        r: orNull(str(data.reject_reason)),
+        ip: orNull(str(data.ip)),
+        s: source,
+        m: emitter,
+        q: seq,
+      });
+      if (accepted && user !== "") {
+        const wk = isoWeekStart(ts);
+        const key = `${user}\0${wk}`;
+        const row = weekly.get(key);
+        if (!row) weekly.set(key, { u: user, wk, b: sdiff, bt: ts, n: 1 });
+        else {
+          row.n++;
+          if (sdiff > row.b || (sdiff === row.b && ts < row.bt)) {
+            row.b = sdiff;
+            row.bt = ts;
+          }
+        }
+      }
+    } else if (type === "block_found") {
+      const hash = orNull(str(data.hash));
+      const row: BlockRow = {
+        h: num(data.height),
+        hash,
+        u: orNull(user),
+        w: orNull(worker),
+        r: num(data.reward_sats),
+        d: num(data.diff),
+        nd: num(data.network_diff),
+        cb: orNull(str(data.coinbase_sig)),
+        s: source,
+        t: ts,
+      };
+      const same = hash === null ? undefined : blocksByHash.get(hash);
+      if (!same) {
+        blocks.push(row);
+        if (hash !== null) blocksByHash.set(hash, row);
+      } else {
+        // The first report wins; a later one only fills in what the first lacked.
+        same.u ??= row.u;
+        same.w ??= row.w;
+        same.cb ??= row.cb;
+        if (same.h === 0) same.h = row.h;
+        if (same.r === 0) same.r = row.r;
+        if (same.d === 0) same.d = row.d;
+        if (same.nd === 0) same.nd = row.nd;
+        same.t = Math.min(same.t, row.t);
+      }
+    }
+  }
+
+  const workerRows: WorkerRow[] = [];
+  for (const acc of workers.values()) {
+    const { stateTs: _s, diffTs: _d, ipTs: _i, uaTs: _u, sourceTs: _o, ...row } = acc;
+    workerRows.push(row);
+  }
+  // A stable key order keeps concurrent writers from deadlocking on these rows.
+  const byKey = (a: string, b: string) => a < b ? -1 : a > b ? 1 : 0;
+  return {
+    events,
+    shares,
+    users: [...users.values()].sort((a, b) => byKey(a.u, b.u)),
+    workers: workerRows.sort((a, b) => byKey(a.u, b.u) || byKey(a.w, b.w)),
+    blocks,
+    weekly: [...weekly.values()].sort((a, b) => byKey(a.u, b.u) || byKey(a.wk, b.wk)),
+  };
+}
