@@ -131,7 +131,10 @@ Deno.test("ckpool mines solo against bitcoin-signet's RPC and ZMQ ports", () => 
   const zmq = new URL(ckpoolConfig.zmqblock.replace("tcp:", "http:"));
   assert.equal(zmq.hostname, "bitcoin-signet");
   assert.ok(bitcoind.includes(`-zmqpubhashblock=tcp://0.0.0.0:${zmq.port}`));
+  // The ckpool image's entrypoint fills the config's placeholders from its environment.
   const ckpoolEnv = environment("ckpool");
+  assert.equal(ckpoolConfig.btcd[0].auth, "${BITCOIN_RPC_USER}");
+  assert.equal(ckpoolConfig.btcd[0].pass, "${BITCOIN_RPC_PASSWORD}");
   assert.ok(bitcoind.includes(`-rpcuser=${ckpoolEnv.BITCOIN_RPC_USER}`));
   assert.ok(bitcoind.includes(`-rpcpassword=${ckpoolEnv.BITCOIN_RPC_PASSWORD}`));
   assert.ok((services.ckpool.ports as string[]).includes("3333:3333"));

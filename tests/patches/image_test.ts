@@ -27,12 +27,19 @@ Deno.test("the Dockerfile builds the locked commit with the kit and runs ckpool 
   assert.doesNotMatch(dockerfile, /TBG_SKIP_VERIFY/);
   assert.equal(dockerfile.match(/^FROM /gm)?.length, 2, "two stages");
   assert.match(dockerfile, /^USER ckpool$/m);
-  assert.match(dockerfile, /^ENTRYPOINT \["ckpool"\]$/m);
+  assert.match(dockerfile, /^ENTRYPOINT \["tbg-ckpool-entrypoint"\]$/m);
+  assert.match(
+    dockerfile,
+    /^COPY ckpool\/docker-entrypoint\.sh \/usr\/local\/bin\/tbg-ckpool-entrypoint$/m,
+  );
   const cmd = JSON.parse(/^CMD (\[.*\])$/m.exec(dockerfile)![1]) as string[];
   assert.ok(cmd.includes("-B"), "solo mode is -B");
   assert.ok(!cmd.includes("-S"), "-S is not a solo flag");
-  const conf = cmd[cmd.indexOf("-c") + 1];
-  assert.match(dockerfile, new RegExp(`^COPY ckpool/config/ckpool-signet\\.conf ${conf}$`, "m"));
+  // The entrypoint's default template path.
+  assert.match(
+    dockerfile,
+    /^COPY ckpool\/config\/ckpool-signet\.conf \/etc\/ckpool\/ckpool-signet\.conf$/m,
+  );
 });
 
 Deno.test("the signet config sends events where the collector listens by default", async () => {
