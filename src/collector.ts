@@ -12,6 +12,9 @@ import { RateLimitedLog } from "./log.ts";
 import { SeqTracker } from "./seq_tracker.ts";
 import type { Sink } from "./sink.ts";
 
+/** Longest stretch the centre works through queued batches before letting sink I/O run. */
+const SLICE_MS = 10;
+
 /** Distinct event types counted by name; more are counted under `other`. */
 const MAX_COUNTED_TYPES = 64;
 
@@ -43,9 +46,41 @@ export class Collector {
     number
   >;
   readonly #byType = new Map<string, number>();
+  #inbox: DatagramBatch[] = [];
+  #scheduled: ReturnType<typeof setTimeout> | undefined;
 
   constructor(sinks: readonly Sink[]) {
     this.sinks = sinks;
+  }
+
+  /**
+   * Queues a batch from the receive thread and returns at once. Queued batches are worked
+   * through in slices of {@link SLICE_MS}, each a task of its own, so the sinks' socket I/O
+   * gets its turn even while batches keep arriving faster than one slice can take them.
+   */
+  enqueue(batch: DatagramBatch): void {
+    this.#inbox.push(batch);
+    this.#scheduled ??= setTimeout(() => this.#work(), 0);
+  }
+
+  /** Works through every queued batch now (used when stopping). */
+  drain(): void {
+    clearTimeout(this.#scheduled);
+    this.#scheduled = undefined;
+    const inbox = this.#inbox;
+    this.#inbox = [];
+    for (const batch of inbox) this.ingestBatch(batch);
+  }
+
+  #work(): void {
+    this.#scheduled = undefined;
+    const deadline = performance.now() + SLICE_MS;
+    let taken = 0;
+    while (taken < this.#inbox.length && performance.now() < deadline) {
+      this.ingestBatch(this.#inbox[taken++]);
+    }
+    this.#inbox = this.#inbox.slice(taken);
+    if (this.#inbox.length > 0) this.#scheduled = setTimeout(() => this.#work(), 0);
   }
 
   /** Processes one batch from the receive thread. */

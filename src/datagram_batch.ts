@@ -16,27 +16,47 @@ export interface DatagramBatch {
   readonly count: number;
 }
 
-/** A datagram as it arrived on the socket. */
-export interface RawDatagram {
-  readonly bytes: Uint8Array;
-  readonly truncated: boolean;
-}
+/**
+ * Gathers datagrams into one growing buffer, so the receive thread can hand over many
+ * system calls' worth at once.
+ */
+export class DatagramBatchBuilder {
+  #bytes = new Uint8Array(64 * 1024);
+  #view = new DataView(this.#bytes.buffer);
+  #length = 0;
+  #count = 0;
 
-/** Copies datagrams into one new buffer. */
-export function packDatagrams(datagrams: readonly RawDatagram[]): DatagramBatch {
-  let size = 0;
-  for (const datagram of datagrams) size += HEADER_BYTES + datagram.bytes.length;
-  const buffer = new ArrayBuffer(size);
-  const view = new DataView(buffer);
-  const bytes = new Uint8Array(buffer);
-  let offset = 0;
-  for (const datagram of datagrams) {
-    view.setUint32(offset, datagram.bytes.length, true);
-    view.setUint32(offset + 4, datagram.truncated ? FLAG_TRUNCATED : 0, true);
-    bytes.set(datagram.bytes, offset + HEADER_BYTES);
-    offset += HEADER_BYTES + datagram.bytes.length;
+  get count(): number {
+    return this.#count;
   }
-  return { buffer, count: datagrams.length };
+
+  get byteLength(): number {
+    return this.#length;
+  }
+
+  /** Copies one datagram in. */
+  append(bytes: Uint8Array, truncated: boolean): void {
+    const needed = this.#length + HEADER_BYTES + bytes.length;
+    if (needed > this.#bytes.length) {
+      const grown = new Uint8Array(Math.max(needed, this.#bytes.length * 2));
+      grown.set(this.#bytes.subarray(0, this.#length));
+      this.#bytes = grown;
+      this.#view = new DataView(grown.buffer);
+    }
+    this.#view.setUint32(this.#length, bytes.length, true);
+    this.#view.setUint32(this.#length + 4, truncated ? FLAG_TRUNCATED : 0, true);
+    this.#bytes.set(bytes, this.#length + HEADER_BYTES);
+    this.#length = needed;
+    this.#count++;
+  }
+
+  /** The batch so far, in a buffer of its own; the builder starts empty again. */
+  take(): DatagramBatch {
+    const batch = { buffer: this.#bytes.buffer.slice(0, this.#length), count: this.#count };
+    this.#length = 0;
+    this.#count = 0;
+    return batch;
+  }
 }
 
 /** Calls `visit` for each datagram of a batch, in arrival order. */

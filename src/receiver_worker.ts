@@ -10,7 +10,7 @@
  */
 /// <reference lib="deno.worker" />
 import { BatchReceiver } from "../ffi/unix_datagram.ts";
-import { packDatagrams, type RawDatagram } from "./datagram_batch.ts";
+import { DatagramBatchBuilder } from "./datagram_batch.ts";
 
 /** First message from the main thread. */
 export interface ReceiverWorkerStart {
@@ -27,24 +27,53 @@ export type ReceiverWorkerMessage =
   | { readonly type: "drained" }
   | { readonly type: "error"; readonly message: string };
 
-function postBatch(receiver: BatchReceiver, count: number): void {
-  const datagrams: RawDatagram[] = new Array(count);
-  for (let i = 0; i < count; i++) datagrams[i] = receiver.datagram(i);
-  const batch = packDatagrams(datagrams);
+/** A hand-over is made once this many bytes are gathered... */
+const HANDOVER_BYTES = 256 * 1024;
+/** ...or once the oldest gathered datagram has waited this long, or the queue is empty. */
+const HANDOVER_DELAY_MS = 1;
+
+function post(builder: DatagramBatchBuilder): void {
+  const batch = builder.take();
   const message: ReceiverWorkerMessage = { type: "batch", ...batch };
   self.postMessage(message, [batch.buffer]);
 }
 
+/** Copies what the last receive returned into the builder. */
+function gather(receiver: BatchReceiver, count: number, builder: DatagramBatchBuilder): void {
+  for (let i = 0; i < count; i++) {
+    const datagram = receiver.datagram(i);
+    builder.append(datagram.bytes, datagram.truncated);
+  }
+}
+
+/**
+ * Under load, one message per system call would flood the main thread; so this blocks only
+ * while it holds nothing, and hands over when the kernel queue is empty, enough bytes are
+ * gathered, or the oldest datagram has waited {@link HANDOVER_DELAY_MS}.
+ */
 function run({ fd, stop, slots, slotBytes }: ReceiverWorkerStart): void {
   const stopFlag = new Int32Array(stop);
   const receiver = new BatchReceiver(fd, slots, slotBytes);
+  const builder = new DatagramBatchBuilder();
+  let oldest = 0;
   while (Atomics.load(stopFlag, 0) === 0) {
-    const count = receiver.receive(true);
-    if (count > 0) postBatch(receiver, count);
+    const count = receiver.receive(builder.count === 0);
+    if (count > 0) {
+      if (builder.count === 0) oldest = performance.now();
+      gather(receiver, count, builder);
+    }
+    if (
+      builder.count > 0 &&
+      (count === 0 || builder.byteLength >= HANDOVER_BYTES ||
+        performance.now() - oldest >= HANDOVER_DELAY_MS)
+    ) {
+      post(builder);
+    }
   }
   for (let count = receiver.receive(false); count > 0; count = receiver.receive(false)) {
-    postBatch(receiver, count);
+    gather(receiver, count, builder);
   }
+  if (builder.count > 0) post(builder);
 }
 
 self.onmessage = (event: MessageEvent<ReceiverWorkerStart>) => {

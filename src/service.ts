@@ -81,7 +81,7 @@ export function startService(
       path: config.socketPath,
       mode: config.socketMode,
       receiveBufferBytes: config.socketReceiveBuffer,
-      onBatch: (batch) => collector.ingestBatch(batch),
+      onBatch: (batch) => collector.enqueue(batch),
       onError: (message) => {
         log.fatal("receive thread failed: {message}", { message });
         onFatal(message);
@@ -108,6 +108,7 @@ export function startService(
   const stop = async () => {
     clearInterval(statsTimer);
     await receiver.stop();
+    collector.drain();
     const deadline = AbortSignal.timeout(config.shutdownTimeoutMs);
     await Promise.all(sinks.map((sink) => sink.flush(deadline)));
     const undelivered = sinks.reduce((sum, sink) => sum + sink.stats().pending, 0);

@@ -1,9 +1,15 @@
 import assert from "node:assert/strict";
 import { Collector } from "../src/collector.ts";
-import { packDatagrams } from "../src/datagram_batch.ts";
+import { DatagramBatchBuilder } from "../src/datagram_batch.ts";
 import { qlenWarning, readMaxDgramQlen } from "../src/kernel_limits.ts";
 import { renderLogValue } from "../src/log.ts";
 import { RecordingSink } from "./support/recording_sink.ts";
+
+function batchOf(datagrams: Array<{ bytes: Uint8Array; truncated: boolean }>) {
+  const builder = new DatagramBatchBuilder();
+  for (const { bytes, truncated } of datagrams) builder.append(bytes, truncated);
+  return builder.take();
+}
 
 const encode = (value: unknown) =>
   new TextEncoder().encode(typeof value === "string" ? value : JSON.stringify(value));
@@ -22,7 +28,7 @@ Deno.test("bad datagrams are counted by reason and the good ones around them rea
   const postgres = new RecordingSink("b");
   const collector = new Collector([redis, postgres]);
   const garbage = crypto.getRandomValues(new Uint8Array(64 * 1024));
-  const batch = packDatagrams([
+  const batch = batchOf([
     { bytes: encode(share(1)), truncated: false },
     { bytes: new Uint8Array([0xc3, 0x28]), truncated: false },
     { bytes: encode(share(2)), truncated: false },

@@ -1,6 +1,12 @@
 import assert from "node:assert/strict";
 import { decodeDatagram } from "../src/datagram.ts";
-import { forEachDatagram, packDatagrams } from "../src/datagram_batch.ts";
+import { DatagramBatchBuilder, forEachDatagram } from "../src/datagram_batch.ts";
+
+function batchOf(datagrams: Array<{ bytes: Uint8Array; truncated: boolean }>) {
+  const builder = new DatagramBatchBuilder();
+  for (const { bytes, truncated } of datagrams) builder.append(bytes, truncated);
+  return builder.take();
+}
 
 const encode = (text: string) => new TextEncoder().encode(text);
 
@@ -39,7 +45,7 @@ Deno.test("a batch carries datagrams, lengths and truncation flags in order", ()
     { bytes: new Uint8Array(0), truncated: false },
     { bytes: encode("third, cut"), truncated: true },
   ];
-  const batch = packDatagrams(datagrams);
+  const batch = batchOf(datagrams);
   const seen: Array<[string, boolean]> = [];
   forEachDatagram(batch, (bytes, truncated) => {
     seen.push([new TextDecoder().decode(bytes), truncated]);
