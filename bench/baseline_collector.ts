@@ -29,6 +29,7 @@ import {
 import { decodeDatagram } from "../src/datagram.ts";
 import type { MiningEvent } from "../src/events.ts";
 import { SeqTracker } from "../src/seq_tracker.ts";
+import { commandsFor } from "../src/sinks/redis.ts";
 
 const env = Deno.env.toObject();
 const socketPath = env.SOCKET_PATH ?? "/tmp/ckpool/events.sock";
@@ -153,24 +154,9 @@ async function addToBatch(event: MiningEvent): Promise<void> {
 
 /** The original's publish: XADD to `mining:{event}` (+ PUBLISH for blocks), one at a time. */
 async function publish(event: MiningEvent): Promise<void> {
-  await redis.sendCommand([
-    "XADD",
-    `mining:${event.event}`,
-    "MAXLEN",
-    "~",
-    String(streamMaxLen),
-    "*",
-    "event",
-    event.event,
-    "ts",
-    String(event.ts),
-    "source",
-    event.source,
-    "data",
-    JSON.stringify(event.data),
-  ]);
-  if (event.event === "block_found") {
-    await redis.sendCommand(["PUBLISH", "blocks:found", JSON.stringify(event)]);
+  // The same commands as the collector's sink, each awaited before the next.
+  for (const command of commandsFor(event, String(streamMaxLen))) {
+    await redis.sendCommand(command);
   }
   counters.redisWritten++;
 }
