@@ -3,9 +3,14 @@ import { type MiningEvent, parseEvent } from "../../src/events.ts";
 import {
   buildBatch,
   cleanText,
+  copyJson,
+  copyText,
+  copyTimestamp,
+  eventsCopy,
   isoWeekStart,
   isStorableTs,
   MAX_EVENT_TS,
+  sharesCopy,
   toJson,
 } from "../../src/sinks/postgres_batch.ts";
 
@@ -326,4 +331,62 @@ Deno.test("buildBatch: keys are cleaned before they are compared", () => {
   assert.equal(rows.workers[0].u, "u");
   assert.equal(rows.workers[0].w, "w");
   assert.equal(rows.workers[0].st, false);
+});
+
+Deno.test("copyText: escapes backslash, tab, newline and carriage return; null is \\N", () => {
+  assert.equal(copyText("plain ü🚀 \"q\" 'a'"), "plain ü🚀 \"q\" 'a'");
+  assert.equal(copyText("a\\b\tc\nd\re"), "a\\\\b\\tc\\nd\\re");
+  assert.equal(copyText("\\N"), "\\\\N"); // the text, not NULL
+  assert.equal(copyText("\\."), "\\\\."); // never the end-of-data marker
+  assert.equal(copyText(""), "");
+  assert.equal(copyText(null), "\\N");
+});
+
+Deno.test("copyJson: toJson with every backslash doubled", () => {
+  const value = { "k\t": 'a\\b\n"c"', nul: "x\0y", lone: "\uD800" };
+  assert.equal(copyJson(value), toJson(value).replaceAll("\\", "\\\\"));
+  assert.equal(copyJson({ a: 1 }), '{"a":1}');
+  assert.ok(!/[\t\n\r]/.test(copyJson(value)));
+});
+
+Deno.test("copyTimestamp: the microsecond to_timestamp stores, in UTC", () => {
+  assert.equal(copyTimestamp(0), "1970-01-01T00:00:00Z");
+  assert.equal(copyTimestamp(MONDAY_MIDNIGHT), "2024-02-26T00:00:00Z");
+  assert.equal(copyTimestamp(MONDAY_MIDNIGHT + 0.25), "2024-02-26T00:00:00.250000Z");
+  assert.equal(copyTimestamp(MONDAY_MIDNIGHT - 0.000001), "2024-02-25T23:59:59.999999Z");
+  assert.equal(copyTimestamp(1_700_000_000.1234567), "2023-11-14T22:13:20.123457Z");
+  assert.equal(copyTimestamp(MAX_EVENT_TS), "9999-12-31T23:59:59Z");
+  assert.equal(copyTimestamp(MAX_EVENT_TS - 0.5), "9999-12-31T23:59:58.500000Z");
+  // Before PostgreSQL's epoch (2000-01-01) the microseconds are still counted forwards.
+  assert.equal(copyTimestamp(946_684_799.75), "1999-12-31T23:59:59.750000Z");
+  // rint rounds a tie to even: (ts - 946684800) * 1e6 is exactly 7812.5, 23437.5, -7812.5.
+  assert.equal(copyTimestamp(946_684_800 + 2 ** -7), "2000-01-01T00:00:00.007812Z");
+  assert.equal(copyTimestamp(946_684_800 + 3 * 2 ** -7), "2000-01-01T00:00:00.023438Z");
+  assert.equal(copyTimestamp(946_684_800 - 2 ** -7), "1999-12-31T23:59:59.992188Z");
+});
+
+Deno.test("eventsCopy and sharesCopy: one line per row, columns in the declared order", () => {
+  const rows = buildBatch([
+    ev("share_submitted", 1.5, {
+      user: "u\tv",
+      worker: "w\n",
+      diff: 2,
+      sdiff: 3.5,
+      accepted: false,
+      reject_reason: "Stale\\",
+      ip: "::1\r",
+    }, { seq: 7, emitter: "e0" }),
+    ev("odd_type", 2, { x: "a\tb" }),
+  ]);
+  assert.equal(
+    eventsCopy(rows.events),
+    "1970-01-01T00:00:01.500000Z\tshare_submitted\thosted\te0\t7\t" +
+      copyJson(rows.events[0].p) + "\n" +
+      '1970-01-01T00:00:02Z\todd_type\thosted\t\\N\t\\N\t{"x":"a\\\\tb"}\n',
+  );
+  assert.equal(
+    sharesCopy(rows.shares),
+    "1970-01-01T00:00:01.500000Z\tu\\tv\tw\\n\t2\t3.5\tf\tf\tStale\\\\\t::1\\r\thosted\te0\t7\n",
+  );
+  assert.equal(eventsCopy([]), "");
 });

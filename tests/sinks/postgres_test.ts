@@ -223,6 +223,7 @@ const RIG_STORED = `rig 'ü' "1" \\ end`;
 const CAROL = "carol-only-in-an-unknown-event";
 const HASH = "0000000000000012ab";
 
+const MAX_TS = 253402300799; // 9999-12-31T23:59:59Z, the latest storable ts
 const epoch = (column: string) => `extract(epoch FROM ${column})::float8`;
 
 // --- tests -----------------------------------------------------------------------------------
@@ -811,6 +812,100 @@ Deno.test("postgres sink drops only the event the database refuses", async () =>
     sink.push(shares(41, 5));
     await sink.flush(AbortSignal.timeout(10_000));
     assert.equal(sink.stats().written, 45);
+  } finally {
+    await sink.close();
+    await sql.end();
+    await stopPostgres(service);
+  }
+});
+
+Deno.test("postgres sink: COPY stores exactly what to_timestamp and jsonb would", async () => {
+  const { service, sql } = await startDatabase();
+  const sink = sinkFor(service.url, { batchMaxSize: 10_000 });
+  try {
+    const tricky = 'tab\tnl\ncr\rbs\\ \\N \\. quote" ü🚀 \u2028';
+    const times = [1e-6, 0.5, MAX_TS, MAX_TS - 0.5, 946_684_800 + 2 ** -7, 946_684_800 - 2 ** -7];
+    for (let i = 0; i < 300; i++) times.push(Math.random() * MAX_TS, T0 + Math.random());
+    const events = times.map((ts, i) =>
+      ev(i % 2 === 0 ? "share_submitted" : "future_thing", ts, {
+        user: `${tricky}${i % 3}`,
+        worker: tricky,
+        reject_reason: i % 4 === 1 ? "" : tricky,
+        ip: tricky,
+        accepted: i % 4 === 0,
+        sdiff: i / 3,
+        t: ts,
+        [tricky]: [tricky, { n: 1e300, m: -0.5, z: null }],
+      }, { seq: i, emitter: "ab" })
+    );
+    sink.push(events);
+    await sink.flush(AbortSignal.timeout(30_000));
+    assert.deepEqual(sink.stats(), { written: times.length, retried: 0, pending: 0, dropped: 0 });
+
+    const stored = await sql<{ seq: number; exact: boolean; payload: boolean }[]>`
+      SELECT e.seq::int AS seq, e.ts = to_timestamp((x.p->>'t')::float8) AS exact,
+        e.payload = x.p AS payload
+      FROM mining_events e
+      JOIN jsonb_array_elements(${JSON.stringify(events.map((e) => e.data))}::text::jsonb)
+        WITH ORDINALITY AS x(p, n) ON x.n - 1 = e.seq
+      ORDER BY e.seq`;
+    assert.equal(stored.length, times.length);
+    for (const row of stored) {
+      assert.deepEqual({ ...row }, { seq: row.seq, exact: true, payload: true });
+    }
+
+    const share = await sql`
+      SELECT btc_address, worker_name, reject_reason, ip_address, source, emitter, is_valid,
+        time = to_timestamp(${times[4]}) AS exact
+      FROM shares WHERE seq = 4`;
+    assert.deepEqual({ ...share[0] }, {
+      btc_address: `${tricky}1`,
+      worker_name: tricky,
+      reject_reason: tricky,
+      ip_address: tricky,
+      source: "hosted",
+      emitter: "ab",
+      is_valid: true,
+      exact: true,
+    });
+    const [{ n }] = await sql`SELECT count(*)::int AS n FROM shares`;
+    assert.equal(n, Math.ceil(times.length / 2));
+  } finally {
+    await sink.close();
+    await sql.end();
+    await stopPostgres(service);
+  }
+});
+
+Deno.test("postgres sink drops a refused event at the end of a COPY and carries on", async () => {
+  const { service, sql } = await startDatabase();
+  const sink = sinkFor(service.url);
+  try {
+    let deep: unknown = 1;
+    for (let i = 0; i < 60_000; i++) deep = [deep];
+    // Alone, last and first: the server's error comes after the end of the copy data.
+    for (const batch of [[0], [1, 2, 3], [4, 5]]) {
+      const last = batch.at(-1)!;
+      sink.push(
+        batch.map((seq) =>
+          seq === last || seq === 4
+            ? ev("future_thing", T0, { deep }, { seq, emitter: "e0" })
+            : shares(seq, 1)[0]
+        ),
+      );
+      await sink.flush(AbortSignal.timeout(30_000));
+    }
+    assert.deepEqual(sink.stats(), { written: 2, retried: 0, pending: 0, dropped: 4 });
+    sink.push(shares(10, 3));
+    await sink.flush(AbortSignal.timeout(10_000));
+    assert.equal(sink.stats().written, 5);
+    const [{ n, s }] = await sql`
+      SELECT count(*)::int AS n, (SELECT count(*)::int FROM shares) AS s FROM mining_events`;
+    assert.deepEqual([n, s], [5, 5]);
+    const [{ stuck }] = await sql`
+      SELECT count(*)::int AS stuck FROM pg_stat_activity
+      WHERE application_name = 'tbg-collector' AND state LIKE 'idle in transaction%'`;
+    assert.equal(stuck, 0);
   } finally {
     await sink.close();
     await sql.end();
