@@ -12,11 +12,12 @@ export const SOCK_CLOEXEC = 0o2000000;
 export const SOL_SOCKET = 1;
 export const SO_SNDBUF = 7;
 export const SO_RCVBUF = 8;
-export const SO_RCVTIMEO = 20;
 export const SO_RCVBUFFORCE = 33;
 export const MSG_TRUNC = 0x20;
 export const MSG_DONTWAIT = 0x40;
-export const MSG_WAITFORONE = 0x10000;
+export const POLLIN = 0x1;
+export const POLLERR = 0x8;
+export const POLLNVAL = 0x20;
 
 /** `sun_path` is 108 bytes and needs a terminating NUL. */
 export const SUN_PATH_MAX = 107;
@@ -76,6 +77,7 @@ const symbols = {
   setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
   getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
   recvmmsg: { parameters: ["i32", "buffer", "u32", "i32", "pointer"], result: "i32" },
+  poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
   sendto: {
     parameters: ["i32", "buffer", "usize", "i32", "buffer", "u32"],
     result: "isize",

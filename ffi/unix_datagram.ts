@@ -15,13 +15,14 @@ import {
   MMSGHDR_SIZE,
   MSG_DONTWAIT,
   MSG_TRUNC,
-  MSG_WAITFORONE,
   MSGHDR,
+  POLLERR,
+  POLLIN,
+  POLLNVAL,
   setIntOption,
   setPointer,
   SO_RCVBUF,
   SO_RCVBUFFORCE,
-  SO_RCVTIMEO,
   SO_SNDBUF,
   SOCK_CLOEXEC,
   SOCK_DGRAM,
@@ -36,8 +37,6 @@ export interface BindOptions {
   mode: number;
   /** Wanted `SO_RCVBUF` in bytes; the kernel may grant less. */
   receiveBufferBytes: number;
-  /** How long one blocking receive waits before it returns to check for a stop. */
-  receiveTimeoutMs?: number;
 }
 
 /** A bound socket. */
@@ -91,8 +90,8 @@ function clearStaleSocket(path: string): void {
 }
 
 /**
- * Creates an `AF_UNIX` `SOCK_DGRAM` socket bound at `path`, with the given mode, an
- * enlarged receive buffer and a receive timeout. A stale socket file is removed first.
+ * Creates an `AF_UNIX` `SOCK_DGRAM` socket bound at `path`, with the given mode and an
+ * enlarged receive buffer. A stale socket file is removed first.
  */
 export function bindDatagramSocket(path: string, options: BindOptions): BoundSocket {
   const address = sockaddrUn(path);
@@ -106,7 +105,6 @@ export function bindDatagramSocket(path: string, options: BindOptions): BoundSoc
     if (setIntOption(fd, SOL_SOCKET, SO_RCVBUFFORCE, options.receiveBufferBytes) !== 0) {
       setIntOption(fd, SOL_SOCKET, SO_RCVBUF, options.receiveBufferBytes);
     }
-    setReceiveTimeout(fd, options.receiveTimeoutMs ?? 200);
     return { fd, path, receiveBufferBytes: getIntOption(fd, SOL_SOCKET, SO_RCVBUF) };
   } catch (error) {
     libc.close(fd);
@@ -117,11 +115,6 @@ export function bindDatagramSocket(path: string, options: BindOptions): BoundSoc
     }
     throw error;
   }
-}
-
-function setReceiveTimeout(fd: number, ms: number): void {
-  const timeval = new BigInt64Array([BigInt(Math.floor(ms / 1000)), BigInt((ms % 1000) * 1000)]);
-  check(loadLibc().setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, timeval, 16), "setsockopt SO_RCVTIMEO");
 }
 
 /** Closes a socket descriptor. */
@@ -158,14 +151,25 @@ export class BatchReceiver {
   readonly #headerView: DataView;
   // Keeps the iovec array alive: the headers point into it.
   readonly #iovecs: Uint8Array<ArrayBuffer>;
+  /** struct pollfd for this socket: fd, events, revents. */
+  readonly #pollfd: Uint8Array<ArrayBuffer>;
+  readonly #pollView: DataView;
+  readonly #waitMs: number;
+  #failures = 0;
 
   /**
    * @param fd a bound datagram socket
    * @param slots datagrams per call
    * @param slotBytes largest datagram accepted whole; larger ones arrive truncated
+   * @param waitMs longest one waiting receive blocks before returning to check for a stop
    */
-  constructor(fd: number, slots = 256, slotBytes = 16 * 1024) {
+  constructor(fd: number, slots = 256, slotBytes = 16 * 1024, waitMs = 200) {
     this.#fd = fd;
+    this.#waitMs = waitMs;
+    this.#pollfd = new Uint8Array(8);
+    this.#pollView = new DataView(this.#pollfd.buffer);
+    this.#pollView.setInt32(0, fd, true);
+    this.#pollView.setInt16(4, POLLIN, true);
     this.#slots = slots;
     this.#slotBytes = slotBytes;
     this.#data = new Uint8Array(slots * slotBytes);
@@ -190,23 +194,35 @@ export class BatchReceiver {
   }
 
   /**
-   * Waits (up to the socket's receive timeout) for at least one datagram, then takes
-   * whatever else is queued, up to the slot count. With `wait` false it never blocks.
+   * Waits (up to `waitMs`) for at least one datagram, then takes whatever else is queued, up
+   * to the slot count. With `wait` false it never blocks.
    *
-   * @returns the number of datagrams now readable through {@link datagram}; 0 on timeout
+   * Control flow never depends on errno: Deno may overwrite it between the failed call and
+   * the read (an idle receiver once saw ERANGE where the kernel had returned EAGAIN). `poll`
+   * says "nothing yet" by returning 0 and a broken socket through `revents`; a read that
+   * fails after `poll` said readable is treated as nothing read, unless it keeps failing.
+   *
+   * @returns the number of datagrams now readable through {@link datagram}; 0 if none
    */
   receive(wait: boolean): number {
-    const result = loadLibc().recvmmsg(
-      this.#fd,
-      this.#headers,
-      this.#slots,
-      wait ? MSG_WAITFORONE : MSG_DONTWAIT,
-      null,
-    );
-    if (result >= 0) return result;
-    const errno = lastErrno();
-    if (errno === Errno.EAGAIN || errno === Errno.EINTR) return 0;
-    throw new SocketError("recvmmsg", errno);
+    const libc = loadLibc();
+    if (wait) {
+      const ready = libc.poll(this.#pollfd, 1n, this.#waitMs);
+      if (ready <= 0) return 0; // timeout, or a signal interrupted the wait
+      const revents = this.#pollView.getInt16(6, true);
+      if (revents & (POLLERR | POLLNVAL)) {
+        throw new SocketError(`poll on the event socket (revents 0x${revents.toString(16)})`, 9);
+      }
+    }
+    const result = libc.recvmmsg(this.#fd, this.#headers, this.#slots, MSG_DONTWAIT, null);
+    if (result >= 0) {
+      this.#failures = 0;
+      return result;
+    }
+    if (wait && ++this.#failures >= 1000) {
+      throw new SocketError("recvmmsg failed 1000 times in a row", lastErrno());
+    }
+    return 0;
   }
 
   /** The i-th datagram of the last {@link receive}. */

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import {
+  BatchReceiver,
   bindDatagramSocket,
   closeSocket,
   DatagramSender,
@@ -139,4 +140,34 @@ Deno.test("sending with nobody listening fails at once instead of blocking", () 
     } finally {
       sender.close();
     }
+  }));
+
+Deno.test("idle waits end in 0 without consulting errno, and data is read after them", () =>
+  withDir((dir) => {
+    const path = `${dir}/events.sock`;
+    const socket = bindDatagramSocket(path, options);
+    const sender = new DatagramSender(path);
+    try {
+      const receiver = new BatchReceiver(socket.fd, 4, 1024, 5);
+      // Many empty waits: each must return 0, never throw.
+      for (let i = 0; i < 50; i++) assert.equal(receiver.receive(true), 0);
+      assert.ok(sender.send(new TextEncoder().encode("after the wait")));
+      assert.equal(receiver.receive(true), 1);
+      assert.equal(new TextDecoder().decode(receiver.datagram(0).bytes), "after the wait");
+      assert.equal(receiver.receive(false), 0);
+    } finally {
+      sender.close();
+      closeSocket(socket.fd);
+      unlinkSocket(path);
+    }
+  }));
+
+Deno.test("a receive on a closed descriptor fails loudly instead of looping", () =>
+  withDir((dir) => {
+    const path = `${dir}/events.sock`;
+    const socket = bindDatagramSocket(path, options);
+    closeSocket(socket.fd);
+    unlinkSocket(path);
+    const receiver = new BatchReceiver(socket.fd, 4, 1024, 5);
+    assert.throws(() => receiver.receive(true), /poll on the event socket \(revents 0x20\)/);
   }));
