@@ -21,7 +21,7 @@ export interface Service {
   readonly receiver: Receiver;
   /**
    * Stops receiving, flushes every sink (bounded by the shutdown timeout), closes them and
-   * returns how many accepted events could not be delivered.
+   * returns how many deliveries (events times sinks) were still pending.
    */
   stop(): Promise<{ undelivered: number }>;
 }
@@ -113,11 +113,14 @@ export function startService(
     await Promise.all(sinks.map((sink) => sink.flush(deadline)));
     const undelivered = sinks.reduce((sum, sink) => sum + sink.stats().pending, 0);
     log.info("stopped: {line}", { line: statsLine(collector) });
-    if (undelivered > 0) {
+    for (const sink of sinks) {
+      const { pending } = sink.stats();
+      if (pending === 0) continue;
       log.error(
-        "{undelivered} accepted events could not be delivered before the shutdown timeout",
+        "{pending} accepted events were not delivered to {sink} before the shutdown timeout",
         {
-          undelivered,
+          pending,
+          sink: sink.name,
         },
       );
     }
