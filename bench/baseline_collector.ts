@@ -171,9 +171,9 @@ const rmemDefault = Number(Deno.readTextFileSync("/proc/sys/net/core/rmem_defaul
 const socket = bindDatagramSocket(socketPath, {
   mode: 0o666,
   receiveBufferBytes: rmemDefault,
-  receiveTimeoutMs: 5,
 });
-const receiver = new BatchReceiver(socket.fd, 1, 64 * 1024);
+// One datagram per call, waiting at most 5 ms so a stop is noticed.
+const receiver = new BatchReceiver(socket.fd, 1, 64 * 1024, 5);
 log(`listening on ${socketPath} (one datagram at a time, DB batches of ${batchMaxSize})`);
 
 const yieldToLoop = () => new Promise((resolve) => setTimeout(resolve, 0));
