@@ -49,6 +49,15 @@ export class RateLimitedLog {
 
   /** Logs a warning unless the window's quota is spent. */
   warn(message: string, properties: Record<string, unknown> = {}): void {
+    this.#emit("warning", message, properties);
+  }
+
+  /** Logs an error unless the window's quota is spent. */
+  error(message: string, properties: Record<string, unknown> = {}): void {
+    this.#emit("error", message, properties);
+  }
+
+  #emit(level: "warning" | "error", message: string, properties: Record<string, unknown>): void {
     const now = Date.now();
     if (now - this.#windowStart >= this.#windowMs) {
       this.#windowStart = now;
@@ -61,9 +70,9 @@ export class RateLimitedLog {
     this.#sent++;
     const suppressed = this.#suppressed;
     this.#suppressed = 0;
-    this.#logger.warn(
-      suppressed > 0 ? `${message} ({suppressed} similar messages suppressed)` : message,
-      { ...properties, suppressed },
-    );
+    const text = suppressed > 0 ? `${message} ({suppressed} similar messages suppressed)` : message;
+    const record = { ...properties, suppressed };
+    if (level === "error") this.#logger.error(text, record);
+    else this.#logger.warn(text, record);
   }
 }

@@ -1,14 +1,19 @@
 /**
- * A bounded first-in first-out queue of events waiting for a backend.
+ * A bounded first-in first-out queue of events waiting for a backend, which also tells
+ * callers when everything they handed over has left it.
  *
  * @module
  */
 
-/** FIFO with a fixed capacity; events beyond it are refused, not evicted. */
+/** FIFO with a fixed capacity; items beyond it are refused, not evicted. */
 export class PendingQueue<T> {
   readonly capacity: number;
   #items: T[] = [];
   #head = 0;
+  /** Items ever taken in, and of those, items ever removed (delivered or discarded). */
+  #taken = 0;
+  #removed = 0;
+  readonly #waiters = new Set<{ target: number; resolve: () => void }>();
 
   constructor(capacity: number) {
     this.capacity = capacity;
@@ -18,11 +23,17 @@ export class PendingQueue<T> {
     return this.#items.length - this.#head;
   }
 
+  /** Whether a {@link drained} call is still waiting. */
+  get awaited(): boolean {
+    return this.#waiters.size > 0;
+  }
+
   /** Appends what fits and returns how many items were refused. */
   push(items: readonly T[]): number {
     const room = Math.max(0, this.capacity - this.length);
     const taken = Math.min(room, items.length);
     for (let i = 0; i < taken; i++) this.#items.push(items[i]);
+    this.#taken += taken;
     return items.length - taken;
   }
 
@@ -31,9 +42,11 @@ export class PendingQueue<T> {
     return this.#items.slice(this.#head, this.#head + count);
   }
 
-  /** Removes the first `count` items. */
+  /** Removes the first `count` items: they were delivered, or given up. */
   remove(count: number): void {
-    this.#head += Math.min(count, this.length);
+    const removed = Math.min(count, this.length);
+    this.#head += removed;
+    this.#removed += removed;
     if (this.#head === this.#items.length) {
       this.#items = [];
       this.#head = 0;
@@ -41,5 +54,40 @@ export class PendingQueue<T> {
       this.#items = this.#items.slice(this.#head);
       this.#head = 0;
     }
+    for (const waiter of this.#waiters) {
+      if (this.#removed >= waiter.target) {
+        this.#waiters.delete(waiter);
+        waiter.resolve();
+      }
+    }
+  }
+
+  /**
+   * Resolves once every item pushed before the call has been removed, when `signal` aborts,
+   * or on {@link release}.
+   */
+  drained(signal?: AbortSignal): Promise<void> {
+    if (this.length === 0 || signal?.aborted) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const waiter = {
+        target: this.#taken,
+        resolve: () => {
+          signal?.removeEventListener("abort", abort);
+          resolve();
+        },
+      };
+      const abort = () => {
+        this.#waiters.delete(waiter);
+        waiter.resolve();
+      };
+      signal?.addEventListener("abort", abort, { once: true });
+      this.#waiters.add(waiter);
+    });
+  }
+
+  /** Resolves every waiting {@link drained} call, e.g. when the owner closes. */
+  release(): void {
+    for (const waiter of this.#waiters) waiter.resolve();
+    this.#waiters.clear();
   }
 }

@@ -29,6 +29,7 @@ import { getLogger } from "@logtape/logtape";
 import postgres from "postgres";
 import { Backoff, sleep } from "../backoff.ts";
 import { redactUrl } from "../config.ts";
+import { RateLimitedLog } from "../log.ts";
 import type { MiningEvent } from "../events.ts";
 import { PendingQueue } from "../pending_queue.ts";
 import type { Sink, SinkStats } from "../sink.ts";
@@ -283,36 +284,6 @@ async function writeBatch(sql: Sql, batch: readonly MiningEvent[]): Promise<void
   }
 }
 
-/** Logs at most `limit` messages per window, then one summary of what it held back. */
-class BoundedLog {
-  #windowStart = 0;
-  #sent = 0;
-  #held = 0;
-  constructor(
-    readonly emit: (message: string, props: Record<string, unknown>) => void,
-    readonly limit = 5,
-    readonly windowMs = 10_000,
-  ) {}
-  log(message: string, props: Record<string, unknown>): void {
-    const now = Date.now();
-    if (now - this.#windowStart >= this.windowMs) {
-      this.#windowStart = now;
-      this.#sent = 0;
-    }
-    if (this.#sent >= this.limit) {
-      this.#held++;
-      return;
-    }
-    this.#sent++;
-    const held = this.#held;
-    this.#held = 0;
-    this.emit(held > 0 ? `${message} ({held} similar messages held back)` : message, {
-      ...props,
-      held,
-    });
-  }
-}
-
 /** Creates the PostgreSQL sink. It connects on first write and reconnects by itself. */
 export function createPostgresSink(options: PostgresSinkOptions): Sink {
   const log = getLogger(["tbg", "postgres"]);
@@ -321,9 +292,8 @@ export function createPostgresSink(options: PostgresSinkOptions): Sink {
   const queue = new PendingQueue<MiningEvent>(options.maxPendingEvents);
   const backoff = new Backoff(100, 5_000);
   const closing = new AbortController();
-  const refusals = new BoundedLog((message, props) => log.error(message, props));
+  const refusals = new RateLimitedLog(log, 5);
   const stats = { written: 0, retried: 0, dropped: 0 };
-  const waiters = new Set<{ target: number; resolve: () => void }>();
   const sql = postgres(options.url, {
     max: 1, // one write at a time
     onnotice: () => {},
@@ -332,8 +302,6 @@ export function createPostgresSink(options: PostgresSinkOptions): Sink {
     connection: { application_name: "tbg-collector" },
   });
 
-  let accepted = 0; // events taken into the queue, ever
-  let settled = 0; // of those, events written or discarded
   let closed = false;
   let timer: ReturnType<typeof setTimeout> | undefined;
   let timerFired = false;
@@ -350,21 +318,10 @@ export function createPostgresSink(options: PostgresSinkOptions): Sink {
     url: redactUrl(options.url),
   });
 
-  const settle = (count: number) => {
-    settled += count;
-    for (const waiter of waiters) {
-      if (settled >= waiter.target) {
-        waiters.delete(waiter);
-        waiter.resolve();
-      }
-    }
-  };
-
   const due = () => {
     if (closed || queue.length === 0) return false;
-    if (retrying || uncertain || timerFired || queue.length >= batchMaxSize) return true;
-    for (const waiter of waiters) if (waiter.target > settled) return true;
-    return false;
+    return retrying || uncertain !== undefined || timerFired || queue.length >= batchMaxSize ||
+      queue.awaited;
   };
 
   function schedule(): void {
@@ -397,7 +354,6 @@ export function createPostgresSink(options: PostgresSinkOptions): Sink {
   const succeeded = (count: number) => {
     queue.remove(count);
     stats.written += count;
-    settle(count);
     if (failures > 0) {
       log.info("write succeeded after {failures} failed attempts", { failures });
     }
@@ -479,10 +435,9 @@ export function createPostgresSink(options: PostgresSinkOptions): Sink {
           } else {
             queue.remove(1);
             stats.dropped++;
-            settle(1);
             suspects--;
             if (suspects === 0) limit = maxWrite;
-            refusals.log("database refused an event, dropped it: {error}; event: {event}", {
+            refusals.error("database refused an event, dropped it: {error}; event: {event}", {
               error: errorText(error),
               event: describe(batch[0]),
             });
@@ -504,16 +459,15 @@ export function createPostgresSink(options: PostgresSinkOptions): Sink {
         storable = events.filter((event) => isStorableTs(event.ts));
         const bad = events.length - storable.length;
         stats.dropped += bad;
-        refusals.log("refused {bad} events whose ts cannot be stored (e.g. {ts})", {
+        refusals.error("refused {bad} events whose ts cannot be stored (e.g. {ts})", {
           bad,
           ts: events.find((event) => !isStorableTs(event.ts))?.ts,
         });
       }
       const refused = queue.push(storable);
-      accepted += storable.length - refused;
       if (refused > 0) {
         stats.dropped += refused;
-        refusals.log("buffer full ({max} events): refused {refused} events", {
+        refusals.error("buffer full ({max} events): refused {refused} events", {
           max: options.maxPendingEvents,
           refused,
         });
@@ -522,23 +476,10 @@ export function createPostgresSink(options: PostgresSinkOptions): Sink {
       schedule();
     },
     flush(signal) {
-      if (settled >= accepted || closed || signal?.aborted) return Promise.resolve();
-      return new Promise<void>((resolve) => {
-        const waiter = {
-          target: accepted,
-          resolve: () => {
-            signal?.removeEventListener("abort", abort);
-            resolve();
-          },
-        };
-        const abort = () => {
-          waiters.delete(waiter);
-          waiter.resolve();
-        };
-        signal?.addEventListener("abort", abort, { once: true });
-        waiters.add(waiter);
-        schedule();
-      });
+      if (closed) return Promise.resolve();
+      const drained = queue.drained(signal);
+      schedule();
+      return drained;
     },
     async close() {
       if (closed) return;
@@ -546,8 +487,7 @@ export function createPostgresSink(options: PostgresSinkOptions): Sink {
       if (timer !== undefined) clearTimeout(timer);
       timer = undefined;
       closing.abort();
-      for (const waiter of waiters) waiter.resolve();
-      waiters.clear();
+      queue.release();
       await sql.end({ timeout: 5 });
       await loop;
     },

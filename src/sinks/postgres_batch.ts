@@ -20,6 +20,7 @@
  *
  * @module
  */
+import { payloadJson } from "../payload_json.ts";
 import type { MiningEvent } from "../events.ts";
 
 /** Latest event time PostgreSQL is asked to store: 9999-12-31T23:59:59Z. */
@@ -50,7 +51,11 @@ const LONE_SURROGATE_ESCAPE = /^\\ud[89a-f][0-9a-f]{2}$/i;
  * recursion.
  */
 export function toJson(value: unknown): string {
-  const text = JSON.stringify(value);
+  return cleanJson(JSON.stringify(value));
+}
+
+/** {@link toJson} of text JSON.stringify already produced. */
+function cleanJson(text: string): string {
   if (!text.includes("\\u")) return text;
   return text.replace(
     JSON_ESCAPE,
@@ -76,7 +81,8 @@ export function copyText(text: string | null): string {
 
 /** A payload as a COPY field: {@link toJson}, whose only special character is `\`. */
 export function copyJson(value: unknown): string {
-  const json = toJson(value);
+  // The payload's text is shared with the other sinks (payloadJson); only the cleaning is ours.
+  const json = cleanJson(payloadJson(value));
   return json.includes("\\") ? json.replaceAll("\\", "\\\\") : json;
 }
 

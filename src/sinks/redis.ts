@@ -10,6 +10,7 @@ import { getLogger } from "@logtape/logtape";
 import { redactUrl } from "../config.ts";
 import type { MiningEvent } from "../events.ts";
 import { RateLimitedLog } from "../log.ts";
+import { payloadJson } from "../payload_json.ts";
 import { Backoff, sleep } from "../backoff.ts";
 import { PendingQueue } from "../pending_queue.ts";
 import type { Sink, SinkStats } from "../sink.ts";
@@ -50,7 +51,7 @@ export function commandsFor(event: MiningEvent, streamMaxLen: string): string[][
     "source",
     event.source,
     "data",
-    JSON.stringify(event.data),
+    payloadJson(event.data),
   ];
   if (event.event !== "block_found") return [xadd];
   return [xadd, ["PUBLISH", BLOCKS_CHANNEL, JSON.stringify(event)]];
@@ -67,9 +68,6 @@ export function createRedisSink(options: RedisSinkOptions): Sink {
   const backoff = new Backoff(100, 5000);
   const closing = new AbortController();
   const stats = { written: 0, retried: 0, dropped: 0 };
-  const waiters = new Set<{ target: number; resolve: () => void }>();
-  let pushed = 0;
-  let confirmed = 0;
   let writing = false;
   let connection: RespConnection | undefined;
   let failing = false;
@@ -77,15 +75,6 @@ export function createRedisSink(options: RedisSinkOptions): Sink {
   log.info("buffers up to {max} events while Redis is unreachable", {
     max: options.maxPendingEvents,
   });
-
-  const settle = () => {
-    for (const waiter of waiters) {
-      if (confirmed >= waiter.target) {
-        waiters.delete(waiter);
-        waiter.resolve();
-      }
-    }
-  };
 
   /** Sends one batch; returns how many events, from the front, Redis confirmed. */
   async function send(batch: MiningEvent[]): Promise<number> {
@@ -123,8 +112,6 @@ export function createRedisSink(options: RedisSinkOptions): Sink {
         }
         queue.remove(done);
         stats.written += done;
-        confirmed += done;
-        settle();
         if (failure === undefined) {
           if (failing) {
             log.info("writing again; {pending} events waiting", { pending: queue.length });
@@ -158,7 +145,6 @@ export function createRedisSink(options: RedisSinkOptions): Sink {
     name: "redis",
     push(events) {
       const refused = queue.push(events);
-      pushed += events.length - refused;
       if (refused > 0) {
         stats.dropped += refused;
         refusals.warn("buffer full ({max} events): refused {refused} events", {
@@ -169,20 +155,11 @@ export function createRedisSink(options: RedisSinkOptions): Sink {
       void writeLoop();
     },
     flush(signal) {
-      if (confirmed >= pushed) return Promise.resolve();
-      return new Promise<void>((resolve) => {
-        const waiter = { target: pushed, resolve };
-        waiters.add(waiter);
-        signal?.addEventListener("abort", () => {
-          waiters.delete(waiter);
-          resolve();
-        }, { once: true });
-      });
+      return queue.drained(signal);
     },
     close() {
       closing.abort();
-      for (const waiter of waiters) waiter.resolve();
-      waiters.clear();
+      queue.release();
       connection?.close();
       return Promise.resolve();
     },
