@@ -21,7 +21,16 @@ RUN groupadd --system --gid 1000 ckpool-events \
 		--shell /usr/sbin/nologin collector \
 	&& mkdir -p /tmp/ckpool \
 	&& chown collector:ckpool-events /tmp/ckpool \
-	&& chmod 2770 /tmp/ckpool
+	&& chmod 2770 /tmp/ckpool \
+	&& mkdir -p /var/lib/tbg-collector/spool \
+	&& chown -R collector:ckpool-events /var/lib/tbg-collector \
+	&& chmod 0700 /var/lib/tbg-collector/spool
 COPY --from=build /app/dist/tbg-collector /usr/local/bin/tbg-collector
+# An empty named volume mounted on the spool directory takes its owner and mode from here.
+VOLUME /var/lib/tbg-collector/spool
+# /healthz and /metrics (METRICS_PORT); `tbg-collector healthcheck` asks the first.
+EXPOSE 9464
+HEALTHCHECK --interval=10s --timeout=5s --retries=3 --start-period=60s \
+	CMD ["/usr/local/bin/tbg-collector", "healthcheck"]
 USER collector:ckpool-events
 ENTRYPOINT ["/usr/local/bin/tbg-collector"]

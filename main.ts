@@ -5,10 +5,14 @@
  * Exit codes: 0 after a clean stop, 1 if events could not be delivered or receiving
  * failed, 2 for invalid configuration or a socket that cannot be bound.
  *
+ * `main.ts healthcheck` instead asks a running collector's `/healthz` (same environment) and
+ * exits 0 when it is healthy, 1 otherwise: the container health check.
+ *
  * @module
  */
 import { getLogger } from "@logtape/logtape";
 import { ConfigError, loadConfig } from "./src/config.ts";
+import { healthUrl, probeHealth } from "./src/healthcheck.ts";
 import { configureLogging } from "./src/log.ts";
 import { startService } from "./src/service.ts";
 
@@ -48,4 +52,31 @@ async function main(): Promise<number> {
   return undelivered > 0 ? 1 : exitCode;
 }
 
-if (import.meta.main) Deno.exit(await main());
+/** Exit code 0 healthy, 1 anything else (Docker reserves 2). */
+async function healthcheck(): Promise<number> {
+  let url;
+  try {
+    url = healthUrl(loadConfig(Deno.env.toObject()));
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    console.error(`unhealthy: ${error.message}`);
+    return 1;
+  }
+  if (url === undefined) {
+    console.error("unhealthy: METRICS_PORT is 0, so there is no /healthz to ask");
+    return 1;
+  }
+  // Shorter than the health check timeout in compose.yaml, so the reason reaches its log.
+  const result = await probeHealth(url, 3_000);
+  (result.healthy ? console.log : console.error)(result.message);
+  return result.healthy ? 0 : 1;
+}
+
+if (import.meta.main) {
+  const [command, ...rest] = Deno.args;
+  if (command === undefined) Deno.exit(await main());
+  if (command === "healthcheck" && rest.length === 0) Deno.exit(await healthcheck());
+  console.error("usage: tbg-collector            run the collector (configured by environment)");
+  console.error("       tbg-collector healthcheck  exit 0 if the running collector is healthy");
+  Deno.exit(2);
+}

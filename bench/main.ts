@@ -728,6 +728,9 @@ async function runScenario(scenario: Scenario, sender: string, tmp: string): Pro
     const socketPath = `${tmp}/${scenario.design}-${randomHex(4)}.sock`;
     const env: Record<string, string> = {
       SOCKET_PATH: socketPath,
+      // A spool of its own per scenario: a spool left by an earlier run would be replayed.
+      SPOOL_DIR: `${tmp}/${scenario.design}-${randomHex(4)}-spool`,
+      METRICS_PORT: "0",
       REDIS_URL: redisService.url,
       DATABASE_URL: pgService.url,
       REDIS_STREAM_MAXLEN: String(STREAM_MAXLEN),

@@ -1,6 +1,8 @@
 /**
  * The libc calls the collector needs for an `AF_UNIX` `SOCK_DGRAM` socket, over
- * `Deno.dlopen`. Struct layouts are those of Linux on 64-bit targets (x86_64, aarch64).
+ * `Deno.dlopen`. Struct layouts and offsets are those of Linux glibc on the LP64 targets
+ * x86_64 and aarch64 (8-byte pointers and `size_t`, 4-byte `int`, `pid_t`, `uid_t`, `gid_t`,
+ * 8-byte alignment of control messages); they are not valid for 32-bit or other ABIs.
  *
  * @module
  */
@@ -12,6 +14,7 @@ export const SOCK_CLOEXEC = 0o2000000;
 export const SOL_SOCKET = 1;
 export const SO_SNDBUF = 7;
 export const SO_RCVBUF = 8;
+export const SO_PASSCRED = 16;
 export const SO_RCVBUFFORCE = 33;
 export const MSG_TRUNC = 0x20;
 export const MSG_DONTWAIT = 0x40;
@@ -39,6 +42,23 @@ export const MSGHDR = {
   /** `msg_len` of the enclosing mmsghdr. */
   len: 56,
 } as const;
+
+/** `cmsg_type` of a control message at `SOL_SOCKET` carrying a `struct ucred`. */
+export const SCM_CREDENTIALS = 2;
+/** Offsets inside struct cmsghdr: `size_t cmsg_len`, `int cmsg_level`, `int cmsg_type`. */
+export const CMSGHDR = {
+  len: 0,
+  level: 8,
+  type: 12,
+  /** CMSG_DATA: the header rounded up to 8 bytes. */
+  data: 16,
+} as const;
+/** Offsets inside struct ucred (12 bytes): `pid_t pid`, `uid_t uid`, `gid_t gid`. */
+export const UCRED = { pid: 0, uid: 4, gid: 8 } as const;
+/** CMSG_LEN(sizeof(struct ucred)): `cmsg_len` of a credentials message. */
+export const CREDENTIALS_CMSG_LEN = 28;
+/** CMSG_SPACE(sizeof(struct ucred)): control buffer bytes for one credentials message. */
+export const CREDENTIALS_CMSG_SPACE = 32;
 
 const ERRNO_NAMES: Record<number, string> = {
   1: "EPERM",
@@ -83,6 +103,7 @@ const symbols = {
     result: "isize",
   },
   close: { parameters: ["i32"], result: "i32" },
+  lchown: { parameters: ["buffer", "u32", "u32"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
   strerror: { parameters: ["i32"], result: "pointer" },
 } as const satisfies Deno.ForeignLibraryInterface;

@@ -1,12 +1,16 @@
 /**
  * Unix datagram sockets for the collector: bind a listening path, receive datagrams in
- * batches with `recvmmsg`, and send (for tests, the demo emitter and benchmarks).
+ * batches with `recvmmsg` together with each sender's credentials (`SO_PASSCRED`), and send
+ * (for tests, the demo emitter and benchmarks).
  *
  * @module
  */
 import {
   AF_UNIX,
   check,
+  CMSGHDR,
+  CREDENTIALS_CMSG_LEN,
+  CREDENTIALS_CMSG_SPACE,
   Errno,
   getIntOption,
   IOVEC_SIZE,
@@ -19,8 +23,10 @@ import {
   POLLERR,
   POLLIN,
   POLLNVAL,
+  SCM_CREDENTIALS,
   setIntOption,
   setPointer,
+  SO_PASSCRED,
   SO_RCVBUF,
   SO_RCVBUFFORCE,
   SO_SNDBUF,
@@ -29,6 +35,7 @@ import {
   sockaddrUn,
   SocketError,
   SOL_SOCKET,
+  UCRED,
 } from "./libc.ts";
 
 /** Options for {@link bindDatagramSocket}. */
@@ -37,6 +44,8 @@ export interface BindOptions {
   mode: number;
   /** Wanted `SO_RCVBUF` in bytes; the kernel may grant less. */
   receiveBufferBytes: number;
+  /** Group id to give the socket file; `undefined` keeps the group it was created with. */
+  group?: number;
 }
 
 /** A bound socket. */
@@ -89,9 +98,13 @@ function clearStaleSocket(path: string): void {
   Deno.removeSync(path);
 }
 
+/** `uid_t` -1: lchown leaves the owner as it is. */
+const KEEP_OWNER = 0xffff_ffff;
+
 /**
- * Creates an `AF_UNIX` `SOCK_DGRAM` socket bound at `path`, with the given mode and an
- * enlarged receive buffer. A stale socket file is removed first.
+ * Creates an `AF_UNIX` `SOCK_DGRAM` socket bound at `path`, with the given mode (and group)
+ * and an enlarged receive buffer, that reports every datagram's sender credentials (see
+ * {@link BatchReceiver.senderUid}). A stale socket file is removed first.
  */
 export function bindDatagramSocket(path: string, options: BindOptions): BoundSocket {
   const address = sockaddrUn(path);
@@ -99,7 +112,20 @@ export function bindDatagramSocket(path: string, options: BindOptions): BoundSoc
   const libc = loadLibc();
   const fd = newDatagramSocket();
   try {
+    // Before bind: the kernel attaches credentials only to datagrams sent while the option
+    // is on, so one sent between bind and setsockopt would arrive as "uid unknown".
+    check(setIntOption(fd, SOL_SOCKET, SO_PASSCRED, 1), `setsockopt SO_PASSCRED on ${path}`);
     check(libc.bind(fd, address, address.length), `bind ${path}`);
+    if (options.group !== undefined) {
+      // Before chmod, so the final mode never applies to the group the file was created
+      // with. lchown: a symlink swapped in at the path is not followed.
+      const cPath = new TextEncoder().encode(`${path}\0`);
+      check(
+        libc.lchown(cPath, KEEP_OWNER, options.group),
+        `chown ${path} to group ${options.group}`,
+        "changing a file's group to one we are not a member of needs CAP_CHOWN",
+      );
+    }
     Deno.chmodSync(path, options.mode);
     // SO_RCVBUFFORCE passes net.core.rmem_max when we hold CAP_NET_ADMIN; else the capped one.
     if (setIntOption(fd, SOL_SOCKET, SO_RCVBUFFORCE, options.receiveBufferBytes) !== 0) {
@@ -138,9 +164,23 @@ export interface ReceivedDatagram {
   readonly truncated: boolean;
 }
 
+/** A sender's credentials as the kernel reports them (`struct ucred`). */
+export interface SenderCredentials {
+  /** Process id in the receiver's pid namespace; 0 if the sender's is not visible there. */
+  readonly pid: number;
+  /** Real uid in the receiver's user namespace; 65534 (overflow uid) if unmapped there. */
+  readonly uid: number;
+  /** Real gid in the receiver's user namespace. */
+  readonly gid: number;
+}
+
+/** {@link BatchReceiver.senderUid} of a datagram that came without credentials. */
+export const UNKNOWN_SENDER = -1;
+
 /**
- * Receives up to `slots` datagrams per system call with `recvmmsg`, into buffers it owns.
- * Not thread-safe: one receiver per thread.
+ * Receives up to `slots` datagrams per system call with `recvmmsg`, into buffers it owns,
+ * each with its sender's credentials when the socket has `SO_PASSCRED` (as
+ * {@link bindDatagramSocket} sets it). Not thread-safe: one receiver per thread.
  */
 export class BatchReceiver {
   readonly #fd: number;
@@ -151,6 +191,16 @@ export class BatchReceiver {
   readonly #headerView: DataView;
   // Keeps the iovec array alive: the headers point into it.
   readonly #iovecs: Uint8Array<ArrayBuffer>;
+  /**
+   * One control buffer per slot, CMSG_SPACE(sizeof(struct ucred)) bytes: room for exactly
+   * the credentials message, which the kernel writes first. With SO_PASSCRED on, no room is
+   * left for descriptors a sender passes (SCM_RIGHTS), so they are never installed in this
+   * process: the kernel closes them and sets MSG_CTRUNC.
+   */
+  readonly #control: Uint8Array<ArrayBuffer>;
+  readonly #controlView: DataView;
+  /** Headers whose msg_controllen the last call overwrote. */
+  #used = 0;
   /** struct pollfd for this socket: fd, events, revents. */
   readonly #pollfd: Uint8Array<ArrayBuffer>;
   readonly #pollView: DataView;
@@ -176,6 +226,8 @@ export class BatchReceiver {
     this.#iovecs = new Uint8Array(slots * IOVEC_SIZE);
     this.#headers = new Uint8Array(slots * MMSGHDR_SIZE);
     this.#headerView = new DataView(this.#headers.buffer);
+    this.#control = new Uint8Array(slots * CREDENTIALS_CMSG_SPACE);
+    this.#controlView = new DataView(this.#control.buffer);
     const iovecView = new DataView(this.#iovecs.buffer);
     for (let i = 0; i < slots; i++) {
       setPointer(
@@ -190,6 +242,16 @@ export class BatchReceiver {
         this.#iovecs.subarray(i * IOVEC_SIZE),
       );
       this.#headerView.setBigUint64(i * MMSGHDR_SIZE + MSGHDR.iovlen, 1n, true);
+      setPointer(
+        this.#headerView,
+        i * MMSGHDR_SIZE + MSGHDR.control,
+        this.#control.subarray(i * CREDENTIALS_CMSG_SPACE),
+      );
+      this.#headerView.setBigUint64(
+        i * MMSGHDR_SIZE + MSGHDR.controllen,
+        BigInt(CREDENTIALS_CMSG_SPACE),
+        true,
+      );
     }
   }
 
@@ -214,9 +276,20 @@ export class BatchReceiver {
         throw new SocketError(`poll on the event socket (revents 0x${revents.toString(16)})`, 9);
       }
     }
+    // The kernel rewrites msg_controllen of every header it fills with the length it used
+    // (0 without credentials); give those headers their whole buffer back. The low half is
+    // enough: every value written is below 2^32, so the high half stays 0.
+    for (let i = 0; i < this.#used; i++) {
+      this.#headerView.setUint32(
+        i * MMSGHDR_SIZE + MSGHDR.controllen,
+        CREDENTIALS_CMSG_SPACE,
+        true,
+      );
+    }
     const result = libc.recvmmsg(this.#fd, this.#headers, this.#slots, MSG_DONTWAIT, null);
     if (result >= 0) {
       this.#failures = 0;
+      this.#used = result;
       return result;
     }
     if (wait && ++this.#failures >= 1000) {
@@ -234,6 +307,48 @@ export class BatchReceiver {
     return {
       bytes: this.#data.subarray(start, start + length),
       truncated: (flags & MSG_TRUNC) !== 0,
+    };
+  }
+
+  /**
+   * Byte offset of the i-th datagram's `struct ucred` in the control buffers, or -1 if it
+   * came without one. The buffer holds at most one control message, so only the first
+   * needs looking at.
+   */
+  #credentialsAt(i: number): number {
+    const controlLength = this.#headerView.getUint32(i * MMSGHDR_SIZE + MSGHDR.controllen, true);
+    if (controlLength < CREDENTIALS_CMSG_LEN) return -1;
+    const cmsg = i * CREDENTIALS_CMSG_SPACE;
+    const view = this.#controlView;
+    if (
+      view.getUint32(cmsg + CMSGHDR.len, true) < CREDENTIALS_CMSG_LEN ||
+      view.getInt32(cmsg + CMSGHDR.level, true) !== SOL_SOCKET ||
+      view.getInt32(cmsg + CMSGHDR.type, true) !== SCM_CREDENTIALS
+    ) {
+      return -1;
+    }
+    return cmsg + CMSGHDR.data;
+  }
+
+  /**
+   * The uid that sent the i-th datagram of the last {@link receive}, or
+   * {@link UNKNOWN_SENDER} if it carried no credentials. Allocates nothing, for the
+   * per-datagram check.
+   */
+  senderUid(i: number): number {
+    const at = this.#credentialsAt(i);
+    return at < 0 ? UNKNOWN_SENDER : this.#controlView.getUint32(at + UCRED.uid, true);
+  }
+
+  /** The sender of the i-th datagram of the last {@link receive}, if the kernel said. */
+  credentials(i: number): SenderCredentials | undefined {
+    const at = this.#credentialsAt(i);
+    if (at < 0) return undefined;
+    const view = this.#controlView;
+    return {
+      pid: view.getInt32(at + UCRED.pid, true),
+      uid: view.getUint32(at + UCRED.uid, true),
+      gid: view.getUint32(at + UCRED.gid, true),
     };
   }
 }

@@ -87,7 +87,8 @@ CREATE INDEX IF NOT EXISTS workers_online_idx ON workers (user_id) WHERE is_onli
 -- is_valid = accepted by the pool, reject_reason = why not (NULL when accepted),
 -- is_block = the event said so (data.is_block); blocks themselves are in `blocks`.
 -- emitter/seq name the event (emitter id, per-emitter counter) when the emitter sent them.
--- A hypertable cannot carry a unique index without its time column, so there is none here.
+-- event_id is the event's identity (see "Event identity" below); unique with the time, and
+-- that unique index is also the table's time index.
 -- ---------------------------------------------------------------------------------------------
 CREATE TABLE IF NOT EXISTS shares (
   time          timestamptz      NOT NULL,
@@ -101,10 +102,10 @@ CREATE TABLE IF NOT EXISTS shares (
   ip_address    text,
   source        text             NOT NULL,
   emitter       text,
-  seq           bigint
+  seq           bigint,
+  event_id      text
 );
 
-CREATE INDEX IF NOT EXISTS shares_time_idx ON shares (time DESC);
 CREATE INDEX IF NOT EXISTS shares_btc_address_time_idx ON shares (btc_address, time DESC);
 
 -- ---------------------------------------------------------------------------------------------
@@ -160,11 +161,59 @@ CREATE TABLE IF NOT EXISTS mining_events (
   source     text        NOT NULL,
   emitter    text,
   seq        bigint,
-  payload    jsonb       NOT NULL
+  payload    jsonb       NOT NULL,
+  event_id   text
 );
 
-CREATE INDEX IF NOT EXISTS mining_events_ts_idx ON mining_events (ts DESC);
 CREATE INDEX IF NOT EXISTS mining_events_type_ts_idx ON mining_events (event_type, ts DESC);
+
+-- ---------------------------------------------------------------------------------------------
+-- Event identity. Every event the collector writes carries an id that stays the same however
+-- often the event is delivered: `{emitter}:{seq}`, or `sha256:` and 32 hex digits of the
+-- datagram when it has no emitter and seq (src/event_identity.ts). mining_events and shares are
+-- unique on (time, event_id): a replay after a crash meets a unique_violation, and the collector
+-- then leaves out the events already stored, so neither these rows nor the counters in workers
+-- and weekly_best_diff are doubled. The time column is in the index because TimescaleDB allows
+-- unique indexes on a hypertable only with it; an event delivered again keeps its time. Rows
+-- written before ids existed have NULL, which never conflicts.
+--
+-- Time comes first, so the index also serves every time range and newest-first query (a btree
+-- is read backwards as fast as forwards) and replaces the plain time index: rows arrive in
+-- time order, so inserting into it stays cheap, and a write costs what it did before ids.
+--
+-- Databases made before event ids get the column here, and lose the plain time index once the
+-- unique one exists. TimescaleDB refuses a unique index on a hypertable once compression is
+-- enabled: such a database is left loadable, with its time index and a warning saying how to
+-- add the unique one (until then repeats are not detected).
+-- ---------------------------------------------------------------------------------------------
+ALTER TABLE mining_events ADD COLUMN IF NOT EXISTS event_id text;
+ALTER TABLE shares ADD COLUMN IF NOT EXISTS event_id text;
+
+DO $$
+DECLARE
+  spec record;
+BEGIN
+  FOR spec IN
+    SELECT * FROM (VALUES
+      ('mining_events', 'mining_events_ts_event_id_key', 'ts, event_id',   'mining_events_ts_idx'),
+      ('shares',        'shares_time_event_id_key',      'time, event_id', 'shares_time_idx')
+    ) AS t (tbl, idx, cols, old_idx)
+  LOOP
+    IF to_regclass(quote_ident(spec.idx)) IS NULL THEN
+      BEGIN
+        EXECUTE format('CREATE UNIQUE INDEX %I ON %I (%s)', spec.idx, spec.tbl, spec.cols);
+      EXCEPTION WHEN feature_not_supported THEN
+        RAISE WARNING 'could not create the unique index % on % (%); repeated events will be '
+          'stored twice until it exists: decompress the chunks, turn compression off '
+          '(ALTER TABLE % SET (timescaledb.compress = false)) and load this file again',
+          spec.idx, spec.tbl, SQLERRM, spec.tbl;
+        CONTINUE;
+      END;
+    END IF;
+    EXECUTE format('DROP INDEX IF EXISTS %I', spec.old_idx);
+  END LOOP;
+END
+$$;
 
 -- ---------------------------------------------------------------------------------------------
 -- TimescaleDB: hypertables (1-day chunks), compression and retention. Each step checks the
@@ -181,8 +230,12 @@ BEGIN
 
   FOR spec IN
     SELECT * FROM (VALUES
-      ('shares',        'time', 'btc_address', 'time DESC', INTERVAL '7 days', INTERVAL '90 days'),
-      ('mining_events', 'ts',   'event_type',  'ts DESC',   INTERVAL '3 days', INTERVAL '30 days')
+      -- event_id is in the order so that every column of the unique index is segment or
+      -- order, as TimescaleDB wants for checking uniqueness against compressed chunks.
+      ('shares',        'time', 'btc_address', 'time DESC, event_id', INTERVAL '7 days',
+        INTERVAL '90 days'),
+      ('mining_events', 'ts',   'event_type',  'ts DESC, event_id',   INTERVAL '3 days',
+        INTERVAL '30 days')
     ) AS t (tbl, time_col, segment_by, order_by, compress_after, drop_after)
   LOOP
     BEGIN
@@ -193,7 +246,7 @@ BEGIN
         PERFORM create_hypertable(
           spec.tbl::regclass, spec.time_col::name,
           chunk_time_interval => INTERVAL '1 day',
-          create_default_indexes => false,   -- the time index above already exists
+          create_default_indexes => false,   -- the unique (time, event_id) index is one
           if_not_exists => true,
           migrate_data => true
         );

@@ -1,16 +1,17 @@
 /**
  * The collector's centre: takes batches of datagrams, validates them, counts what it sees
- * and hands valid events to every sink. It knows nothing of any backend.
+ * and hands valid events, with the datagrams they came from, to an outlet (the spool and
+ * the sinks behind it). It knows nothing of any backend.
  *
  * @module
  */
 import { getLogger } from "@logtape/logtape";
 import { type DatagramBatch, forEachDatagram } from "./datagram_batch.ts";
 import { decodeDatagram, REJECT_REASONS, type RejectReason } from "./datagram.ts";
+import type { EventOutlet } from "./delivery.ts";
 import type { MiningEvent } from "./events.ts";
 import { RateLimitedLog } from "./log.ts";
 import { SeqTracker } from "./seq_tracker.ts";
-import type { Sink } from "./sink.ts";
 
 /** Longest stretch the centre works through queued batches before letting sink I/O run. */
 const SLICE_MS = 10;
@@ -34,9 +35,9 @@ export interface CollectorCounters {
   readonly emitterRestarts: number;
 }
 
-/** Validates datagrams and fans events out to sinks. */
+/** Validates datagrams and hands the valid ones on. */
 export class Collector {
-  readonly sinks: readonly Sink[];
+  readonly #outlet: EventOutlet;
   readonly #seq = new SeqTracker();
   readonly #invalidLog = new RateLimitedLog(getLogger(["tbg", "collector"]));
   #received = 0;
@@ -49,8 +50,8 @@ export class Collector {
   #inbox: DatagramBatch[] = [];
   #scheduled: ReturnType<typeof setTimeout> | undefined;
 
-  constructor(sinks: readonly Sink[]) {
-    this.sinks = sinks;
+  constructor(outlet: EventOutlet) {
+    this.#outlet = outlet;
   }
 
   /**
@@ -85,22 +86,45 @@ export class Collector {
 
   /** Processes one batch from the receive thread. */
   ingestBatch(batch: DatagramBatch): void {
+    if (batch.refusedSenders > 0) this.#refuseSenders(batch);
     const events: MiningEvent[] = [];
+    const datagrams: Uint8Array[] = [];
     forEachDatagram(batch, (bytes, truncated) => {
       const event = this.#decode(bytes, truncated);
-      if (event) events.push(event);
+      if (!event) return;
+      events.push(event);
+      datagrams.push(bytes);
     });
-    this.#dispatch(events);
+    if (events.length > 0) this.#outlet.accept(events, datagrams);
   }
 
   /** Processes datagrams given directly (tests, tools). */
   ingest(datagrams: Iterable<Uint8Array>): void {
     const events: MiningEvent[] = [];
+    const accepted: Uint8Array[] = [];
     for (const bytes of datagrams) {
       const event = this.#decode(bytes, false);
-      if (event) events.push(event);
+      if (!event) continue;
+      events.push(event);
+      accepted.push(bytes);
     }
-    this.#dispatch(events);
+    if (events.length > 0) this.#outlet.accept(events, accepted);
+  }
+
+  /** Counts the datagrams the receive thread dropped because of their sender's uid. */
+  #refuseSenders(batch: DatagramBatch): void {
+    this.#received += batch.refusedSenders;
+    this.#invalid.unauthorized_sender += batch.refusedSenders;
+    this.#invalidLog.warn(
+      "refused {count} datagrams from a uid not in ALLOWED_SENDER_UIDS " +
+        "(last: uid {uid}, pid {pid})",
+      {
+        reason: "unauthorized_sender",
+        count: batch.refusedSenders,
+        uid: batch.lastRefusedUid,
+        pid: batch.lastRefusedPid,
+      },
+    );
   }
 
   counters(): CollectorCounters {
@@ -134,10 +158,5 @@ export class Collector {
     this.#byType.set(type, (this.#byType.get(type) ?? 0) + 1);
     if (event.seq !== undefined) this.#seq.observe(event.emitter ?? event.source, event.seq);
     return event;
-  }
-
-  #dispatch(events: MiningEvent[]): void {
-    if (events.length === 0) return;
-    for (const sink of this.sinks) sink.push(events);
   }
 }

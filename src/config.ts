@@ -29,12 +29,26 @@ export interface Config {
   readonly batchMaxSize: number;
   /** `REDIS_STREAM_MAXLEN`: approximate cap of each stream. */
   readonly redisStreamMaxLen: number;
-  /** `MAX_PENDING_EVENTS`: events each sink may hold while its backend is away. */
+  /** `MAX_PENDING_EVENTS`: events a sink holds in memory; further behind, it is fed from the spool. */
   readonly maxPendingEvents: number;
   /** `STATS_INTERVAL`, in milliseconds (seconds in the environment); 0 turns it off. */
   readonly statsIntervalMs: number;
   /** `SHUTDOWN_TIMEOUT`, in milliseconds (seconds in the environment). */
   readonly shutdownTimeoutMs: number;
+  /** `SOCKET_GROUP`: group id given to the socket, or `undefined` to leave it as created. */
+  readonly socketGroup: number | undefined;
+  /** `ALLOWED_SENDER_UIDS`: uids whose datagrams are accepted; empty accepts any sender. */
+  readonly allowedSenderUids: readonly number[];
+  /** `SPOOL_DIR`: directory of the durable spool. */
+  readonly spoolDir: string;
+  /** `SPOOL_MAX_BYTES`: most bytes the spool's files may take. */
+  readonly spoolMaxBytes: number;
+  /** `SPOOL_FSYNC_INTERVAL`, in milliseconds (seconds in the environment); 0 syncs every write. */
+  readonly spoolFsyncIntervalMs: number;
+  /** `METRICS_PORT`: TCP port of `/healthz` and `/metrics`; 0 turns the server off. */
+  readonly metricsPort: number;
+  /** `METRICS_HOST`: address the metrics server listens on. */
+  readonly metricsHost: string;
 }
 
 /** One variable: its default and what it accepts. */
@@ -102,6 +116,46 @@ function fileMode(raw: string): number {
   return parseInt(raw, 8);
 }
 
+/** A group name from `/etc/group`, or a numeric gid; empty means none. */
+function group(raw: string): number | undefined {
+  if (raw === "") return undefined;
+  if (/^[0-9]+$/.test(raw)) return number({ min: 0, max: 4_294_967_294, integer: true })(raw);
+  let table: string;
+  try {
+    table = Deno.readTextFileSync("/etc/group");
+  } catch (error) {
+    throw new Error(`names a group, but /etc/group is unreadable (${(error as Error).message})`);
+  }
+  for (const line of table.split("\n")) {
+    const [name, , gid] = line.split(":");
+    if (name === raw && gid !== undefined) return Number(gid);
+  }
+  throw new Error("is not a group in /etc/group; give a group name or a numeric gid");
+}
+
+function uidList(raw: string): readonly number[] {
+  if (raw.trim() === "") return Object.freeze([]);
+  const uids = raw.split(",").map((part) => part.trim());
+  for (const uid of uids) {
+    if (!/^[0-9]+$/.test(uid) || Number(uid) > 4_294_967_294) {
+      throw new Error("must be a comma-separated list of numeric uids such as 0,1000");
+    }
+  }
+  return Object.freeze([...new Set(uids.map(Number))]);
+}
+
+function directory(raw: string): string {
+  if (!raw.startsWith("/")) throw new Error("must be an absolute path");
+  return raw.replace(/\/+$/, "") || "/";
+}
+
+function host(raw: string): string {
+  if (!/^[0-9A-Za-z.:\-\[\]]+$/.test(raw)) {
+    throw new Error("must be an address or host name such as 0.0.0.0 or 127.0.0.1");
+  }
+  return raw;
+}
+
 const LOG_LEVELS: Record<string, LogLevel> = {
   DEBUG: "debug",
   INFO: "info",
@@ -139,11 +193,21 @@ export const VARIABLES = {
     parse: number({ min: 1, max: Number.MAX_SAFE_INTEGER, integer: true }),
   },
   MAX_PENDING_EVENTS: {
-    fallback: "1000000",
+    fallback: "100000",
     parse: number({ min: 1000, max: 100_000_000, integer: true }),
   },
   STATS_INTERVAL: { fallback: "60", parse: seconds(0, 86_400) },
   SHUTDOWN_TIMEOUT: { fallback: "30", parse: seconds(0, 3600) },
+  SOCKET_GROUP: { fallback: "", parse: group },
+  ALLOWED_SENDER_UIDS: { fallback: "", parse: uidList },
+  SPOOL_DIR: { fallback: "/var/lib/tbg-collector/spool", parse: directory },
+  SPOOL_MAX_BYTES: {
+    fallback: String(1024 * MiB),
+    parse: number({ min: 4 * MiB, max: Number.MAX_SAFE_INTEGER, integer: true }),
+  },
+  SPOOL_FSYNC_INTERVAL: { fallback: "1.0", parse: seconds(0, 60) },
+  METRICS_PORT: { fallback: "9464", parse: number({ min: 0, max: 65535, integer: true }) },
+  METRICS_HOST: { fallback: "0.0.0.0", parse: host },
 } as const satisfies Record<string, Variable<unknown>>;
 
 type Parsed = { [K in keyof typeof VARIABLES]: ReturnType<(typeof VARIABLES)[K]["parse"]> };
@@ -180,6 +244,13 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
     maxPendingEvents: v.MAX_PENDING_EVENTS,
     statsIntervalMs: v.STATS_INTERVAL,
     shutdownTimeoutMs: v.SHUTDOWN_TIMEOUT,
+    socketGroup: v.SOCKET_GROUP,
+    allowedSenderUids: v.ALLOWED_SENDER_UIDS,
+    spoolDir: v.SPOOL_DIR,
+    spoolMaxBytes: v.SPOOL_MAX_BYTES,
+    spoolFsyncIntervalMs: v.SPOOL_FSYNC_INTERVAL,
+    metricsPort: v.METRICS_PORT,
+    metricsHost: v.METRICS_HOST,
   });
 }
 

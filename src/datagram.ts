@@ -11,7 +11,9 @@ export type RejectReason =
   | "not_utf8"
   | "not_json"
   | "invalid_envelope"
-  | "invalid_data";
+  | "invalid_data"
+  /** Refused on the receive thread: the sender's uid is not in `ALLOWED_SENDER_UIDS`. */
+  | "unauthorized_sender";
 
 /** Every reject reason, for counters. */
 export const REJECT_REASONS: readonly RejectReason[] = [
@@ -20,6 +22,7 @@ export const REJECT_REASONS: readonly RejectReason[] = [
   "not_json",
   "invalid_envelope",
   "invalid_data",
+  "unauthorized_sender",
 ];
 
 /** Outcome of {@link decodeDatagram}. */
@@ -30,7 +33,9 @@ export type DecodeResult =
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 
 /**
- * Decodes and validates one datagram.
+ * Decodes and validates one datagram. The event's `id` is `{emitter}:{seq}`, or the hash of
+ * these bytes when either is missing (`event_identity.ts`), so a datagram decoded again, e.g.
+ * from a spool after a restart, gets the same id.
  *
  * @param bytes the datagram as received
  * @param truncated whether the receiver had to cut it
@@ -51,5 +56,5 @@ export function decodeDatagram(bytes: Uint8Array, truncated: boolean): DecodeRes
   } catch (error) {
     return { ok: false, reason: "not_json", detail: (error as Error).message };
   }
-  return parseEvent(value);
+  return parseEvent(value, bytes);
 }

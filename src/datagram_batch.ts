@@ -1,6 +1,7 @@
 /**
  * The hand-over format between the receive thread and the collector's centre: datagrams
- * copied into one transferable buffer, each behind an 8-byte header (length, flags).
+ * copied into one transferable buffer, each behind an 8-byte header (length, flags), and a
+ * count of the datagrams the receive thread refused because of their sender.
  *
  * @module
  */
@@ -13,7 +14,14 @@ const HEADER_BYTES = 8;
 /** Datagrams received by one system call, ready to be transferred to another thread. */
 export interface DatagramBatch {
   readonly buffer: ArrayBuffer;
+  /** Datagrams in `buffer`. */
   readonly count: number;
+  /** Datagrams dropped, not copied, because their sender's uid is not allowed. */
+  readonly refusedSenders: number;
+  /** uid of the last refused datagram; -1 if none, or if it came without credentials. */
+  readonly lastRefusedUid: number;
+  /** pid of the last refused datagram's sender; -1 if unknown, 0 if not visible to us. */
+  readonly lastRefusedPid: number;
 }
 
 /**
@@ -25,9 +33,18 @@ export class DatagramBatchBuilder {
   #view = new DataView(this.#bytes.buffer);
   #length = 0;
   #count = 0;
+  #refused = 0;
+  #lastRefusedUid = -1;
+  #lastRefusedPid = -1;
 
+  /** Datagrams appended since the last {@link take}. */
   get count(): number {
     return this.#count;
+  }
+
+  /** Nothing appended nor refused since the last {@link take}. */
+  get empty(): boolean {
+    return this.#count === 0 && this.#refused === 0;
   }
 
   get byteLength(): number {
@@ -50,11 +67,27 @@ export class DatagramBatchBuilder {
     this.#count++;
   }
 
+  /** Counts one datagram dropped for its sender, instead of copying it. */
+  refuse(uid: number, pid: number): void {
+    this.#refused++;
+    this.#lastRefusedUid = uid;
+    this.#lastRefusedPid = pid;
+  }
+
   /** The batch so far, in a buffer of its own; the builder starts empty again. */
   take(): DatagramBatch {
-    const batch = { buffer: this.#bytes.buffer.slice(0, this.#length), count: this.#count };
+    const batch = {
+      buffer: this.#bytes.buffer.slice(0, this.#length),
+      count: this.#count,
+      refusedSenders: this.#refused,
+      lastRefusedUid: this.#lastRefusedUid,
+      lastRefusedPid: this.#lastRefusedPid,
+    };
     this.#length = 0;
     this.#count = 0;
+    this.#refused = 0;
+    this.#lastRefusedUid = -1;
+    this.#lastRefusedPid = -1;
     return batch;
   }
 }

@@ -3,11 +3,14 @@
  *
  * Known event types are validated and their `data` filled with safe defaults, so a
  * partial event is still accepted. Unknown types keep their `data` as sent (forward
- * compatibility). Fields an emitter adds that the contract does not know are kept.
+ * compatibility). Fields an emitter adds that the contract does not know are kept. Any
+ * payload a sink could not store exactly as sent (NUL, lone surrogates, numbers out of
+ * range, a `__proto__` key, nesting past {@link MAX_DATA_DEPTH}) is refused.
  *
  * @module
  */
 import { z } from "zod";
+import { eventId } from "./event_identity.ts";
 
 /** Longest string accepted in any field; datagrams are small, this only stops abuse. */
 const MAX_TEXT = 1024;
@@ -113,6 +116,11 @@ const envelopeSchema = z.object({
 
 /** One validated mining event. */
 export interface MiningEvent {
+  /**
+   * Identity: the same for every delivery of the same event (rule in `event_identity.ts`),
+   * `{emitter}:{seq}` or `sha256:` and 32 hex digits.
+   */
+  readonly id: string;
   /** Event type, e.g. `share_submitted`; may be a type this collector does not know. */
   readonly event: string;
   /** Epoch seconds with sub-second precision, as the emitter stamped it. */
@@ -141,22 +149,93 @@ export function isKnownEventType(type: string): type is KnownEventType {
 }
 
 /**
- * Validates a decoded JSON value against the contract.
+ * Validates a decoded JSON value against the contract and gives the event its identity.
  *
  * @param value the result of `JSON.parse` on one datagram
+ * @param bytes the datagram the value was parsed from; an event without `emitter` and `seq`
+ *   is identified by the hash of these bytes, or, when they are not given (events built in
+ *   code), of `JSON.stringify(value)`
  */
-export function parseEvent(value: unknown): ParseResult {
+export function parseEvent(value: unknown, bytes?: Uint8Array): ParseResult {
   const envelope = envelopeSchema.safeParse(value);
   if (!envelope.success) {
     return { ok: false, reason: "invalid_envelope", detail: summarize(envelope.error) };
   }
+  // On the datagram's own `data`: the envelope schema's copy has already lost a `__proto__` key.
+  const problem = payloadProblem((value as { data?: unknown }).data);
+  if (problem !== undefined) return { ok: false, reason: "invalid_data", detail: problem };
   const event = envelope.data;
-  if (!isKnownEventType(event.event)) return { ok: true, event };
-  const data = dataSchemas[event.event].safeParse(event.data);
-  if (!data.success) {
-    return { ok: false, reason: "invalid_data", detail: summarize(data.error) };
+  let data = event.data;
+  if (isKnownEventType(event.event)) {
+    const parsed = dataSchemas[event.event].safeParse(event.data);
+    if (!parsed.success) {
+      return { ok: false, reason: "invalid_data", detail: summarize(parsed.error) };
+    }
+    data = parsed.data;
   }
-  return { ok: true, event: { ...event, data: data.data } };
+  let id: string;
+  try {
+    id = eventId(event.emitter, event.seq, bytes ?? (() => JSON.stringify(value)));
+  } catch (error) {
+    // Only a value built in code (a cycle, a BigInt) gets here: a datagram always has bytes.
+    return { ok: false, reason: "invalid_envelope", detail: `not JSON: ${String(error)}` };
+  }
+  return { ok: true, event: { id, ...event, data } };
+}
+
+/** Deepest nesting of objects and arrays in `data`, `data` itself being the first level. */
+export const MAX_DATA_DEPTH = 32;
+
+/** Why a string cannot be stored as it is, or undefined. */
+function textProblem(text: string): string | undefined {
+  if (text.includes("\0")) return "holds NUL (\\u0000), which PostgreSQL text cannot store";
+  if (!text.isWellFormed()) return "holds a lone surrogate (\\ud800-\\udfff unpaired)";
+  return undefined;
+}
+
+function childPath(path: string, key: string, inArray: boolean): string {
+  const name = key.length > 40 ? `${key.slice(0, 40)}...` : key;
+  return inArray ? `${path}[${name}]` : `${path}.${name}`;
+}
+
+/**
+ * Why a payload cannot reach every sink exactly as sent, or undefined. Checked for every
+ * type, known or not, since every payload is stored: PostgreSQL text and jsonb hold no NUL
+ * and no lone surrogate (the sink would have to strip or replace them); a number past
+ * ±1.8e308 parses to Infinity, which JSON writes back as null; zod turns a `__proto__` key
+ * into the prototype of its copy, so the field would vanish; and deep nesting overflows
+ * consumers that recurse (PostgreSQL's JSON parser, Python's `json`). Iterative, so deep
+ * input costs no stack; a flat payload, all ckpool sends, costs one pass over its fields.
+ */
+function payloadProblem(data: unknown): string | undefined {
+  if (typeof data !== "object" || data === null) return undefined;
+  const pending: [container: object, path: string, depth: number][] = [[data, "data", 1]];
+  for (let next = pending.pop(); next !== undefined; next = pending.pop()) {
+    const [container, path, depth] = next;
+    const inArray = Array.isArray(container);
+    for (const key in container) {
+      if (!inArray) {
+        if (key === "__proto__") return `${path}: a key named __proto__ cannot be kept`;
+        const problem = textProblem(key);
+        if (problem !== undefined) return `${childPath(path, key, false)}: the key ${problem}`;
+      }
+      const value = (container as Record<string, unknown>)[key];
+      if (typeof value === "string") {
+        const problem = textProblem(value);
+        if (problem !== undefined) return `${childPath(path, key, inArray)} ${problem}`;
+      } else if (typeof value === "number") {
+        if (!Number.isFinite(value)) {
+          return `${childPath(path, key, inArray)}: ${value} is not a finite number`;
+        }
+      } else if (typeof value === "object" && value !== null) {
+        if (depth >= MAX_DATA_DEPTH) {
+          return `${childPath(path, key, inArray)}: nested deeper than ${MAX_DATA_DEPTH} levels`;
+        }
+        pending.push([value, childPath(path, key, inArray), depth + 1]);
+      }
+    }
+  }
+  return undefined;
 }
 
 function summarize(error: z.ZodError): string {

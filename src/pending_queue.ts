@@ -1,12 +1,13 @@
 /**
- * A bounded first-in first-out queue of events waiting for a backend, which also tells
- * callers when everything they handed over has left it.
+ * A first-in first-out queue of events waiting for a backend, optionally bounded, which also
+ * tells callers when everything they handed over has left it.
  *
  * @module
  */
 
-/** FIFO with a fixed capacity; items beyond it are refused, not evicted. */
+/** FIFO with an optional capacity; items beyond it are refused, not evicted. */
 export class PendingQueue<T> {
+  /** Most items held at once; `Infinity` (the default) holds everything pushed. */
   readonly capacity: number;
   #items: T[] = [];
   #head = 0;
@@ -15,7 +16,7 @@ export class PendingQueue<T> {
   #removed = 0;
   readonly #waiters = new Set<{ target: number; resolve: () => void }>();
 
-  constructor(capacity: number) {
+  constructor(capacity = Infinity) {
     this.capacity = capacity;
   }
 

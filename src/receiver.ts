@@ -12,6 +12,14 @@ export interface ReceiverOptions {
   readonly path: string;
   /** File mode of the socket. */
   readonly mode: number;
+  /** Group id given to the socket file (`SOCKET_GROUP`); unset keeps the creating group. */
+  readonly group?: number;
+  /**
+   * uids whose datagrams are accepted (`ALLOWED_SENDER_UIDS`); others are dropped on the
+   * receive thread and counted in {@link DatagramBatch.refusedSenders}. Unset or empty
+   * accepts every sender.
+   */
+  readonly allowedSenderUids?: readonly number[];
   /** Requested `SO_RCVBUF` in bytes. */
   readonly receiveBufferBytes: number;
   /** Called on the main thread for each batch, in arrival order. */
@@ -45,6 +53,7 @@ export function startReceiver(options: ReceiverOptions): Receiver {
   const socket = bindDatagramSocket(options.path, {
     mode: options.mode,
     receiveBufferBytes: options.receiveBufferBytes,
+    group: options.group,
   });
   const stopFlag = new SharedArrayBuffer(4);
   const worker = new Worker(new URL("./receiver_worker.ts", import.meta.url).href, {
@@ -81,6 +90,7 @@ export function startReceiver(options: ReceiverOptions): Receiver {
     stop: stopFlag,
     slots: SLOTS,
     slotBytes: MAX_DATAGRAM_BYTES,
+    allowedSenderUids: options.allowedSenderUids ?? [],
   };
   worker.postMessage(start);
   return {

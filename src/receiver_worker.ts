@@ -1,6 +1,7 @@
 /**
  * The receive thread: blocks in `recvmmsg` on the bound socket and hands each batch to the
  * main thread, so nothing the sinks do can keep datagrams waiting in the kernel queue.
+ * Datagrams from senders whose uid is not allowed are counted here and never copied.
  *
  * Protocol: the main thread posts {@link ReceiverWorkerStart}; this thread answers with
  * {@link ReceiverWorkerMessage}s. Setting the shared stop flag makes it drain what is still
@@ -10,7 +11,7 @@
  */
 /// <reference lib="deno.worker" />
 import { BatchReceiver } from "../ffi/unix_datagram.ts";
-import { DatagramBatchBuilder } from "./datagram_batch.ts";
+import { type DatagramBatch, DatagramBatchBuilder } from "./datagram_batch.ts";
 
 /** First message from the main thread. */
 export interface ReceiverWorkerStart {
@@ -19,11 +20,13 @@ export interface ReceiverWorkerStart {
   readonly stop: SharedArrayBuffer;
   readonly slots: number;
   readonly slotBytes: number;
+  /** uids whose datagrams are kept; empty keeps every datagram. */
+  readonly allowedSenderUids: readonly number[];
 }
 
 /** Messages this thread posts. */
 export type ReceiverWorkerMessage =
-  | { readonly type: "batch"; readonly buffer: ArrayBuffer; readonly count: number }
+  | ({ readonly type: "batch" } & DatagramBatch)
   | { readonly type: "drained" }
   | { readonly type: "error"; readonly message: string };
 
@@ -38,9 +41,23 @@ function post(builder: DatagramBatchBuilder): void {
   self.postMessage(message, [batch.buffer]);
 }
 
-/** Copies what the last receive returned into the builder. */
-function gather(receiver: BatchReceiver, count: number, builder: DatagramBatchBuilder): void {
+/**
+ * Copies what the last receive returned into the builder; with `allowed`, only datagrams
+ * whose sender's uid is in it (one without credentials is refused too).
+ */
+function gather(
+  receiver: BatchReceiver,
+  count: number,
+  builder: DatagramBatchBuilder,
+  allowed: ReadonlySet<number> | undefined,
+): void {
   for (let i = 0; i < count; i++) {
+    if (allowed !== undefined && !allowed.has(receiver.senderUid(i))) {
+      // Rare by design, so reading the whole ucred again for the log line costs nothing.
+      const sender = receiver.credentials(i);
+      builder.refuse(sender?.uid ?? -1, sender?.pid ?? -1);
+      continue;
+    }
     const datagram = receiver.datagram(i);
     builder.append(datagram.bytes, datagram.truncated);
   }
@@ -51,19 +68,23 @@ function gather(receiver: BatchReceiver, count: number, builder: DatagramBatchBu
  * while it holds nothing, and hands over when the kernel queue is empty, enough bytes are
  * gathered, or the oldest datagram has waited {@link HANDOVER_DELAY_MS}.
  */
-function run({ fd, stop, slots, slotBytes }: ReceiverWorkerStart): void {
+function run(
+  { fd, stop, slots, slotBytes, allowedSenderUids }: ReceiverWorkerStart,
+): void {
   const stopFlag = new Int32Array(stop);
   const receiver = new BatchReceiver(fd, slots, slotBytes);
   const builder = new DatagramBatchBuilder();
+  // No list: no per-datagram check at all.
+  const allowed = allowedSenderUids.length > 0 ? new Set(allowedSenderUids) : undefined;
   let oldest = 0;
   while (Atomics.load(stopFlag, 0) === 0) {
-    const count = receiver.receive(builder.count === 0);
+    const count = receiver.receive(builder.empty);
     if (count > 0) {
-      if (builder.count === 0) oldest = performance.now();
-      gather(receiver, count, builder);
+      if (builder.empty) oldest = performance.now();
+      gather(receiver, count, builder, allowed);
     }
     if (
-      builder.count > 0 &&
+      !builder.empty &&
       (count === 0 || builder.byteLength >= HANDOVER_BYTES ||
         performance.now() - oldest >= HANDOVER_DELAY_MS)
     ) {
@@ -71,9 +92,9 @@ function run({ fd, stop, slots, slotBytes }: ReceiverWorkerStart): void {
     }
   }
   for (let count = receiver.receive(false); count > 0; count = receiver.receive(false)) {
-    gather(receiver, count, builder);
+    gather(receiver, count, builder, allowed);
   }
-  if (builder.count > 0) post(builder);
+  if (!builder.empty) post(builder);
 }
 
 self.onmessage = (event: MessageEvent<ReceiverWorkerStart>) => {

@@ -1,27 +1,33 @@
 /**
- * Puts the collector together from its configuration: sinks, centre, receive thread,
- * periodic stats, and an orderly stop.
+ * Puts the collector together from its configuration: sinks, spool and delivery, centre,
+ * receive thread, periodic stats, and an orderly stop.
  *
  * @module
  */
 import { getLogger } from "@logtape/logtape";
 import { Collector } from "./collector.ts";
 import { type Config, redactUrl } from "./config.ts";
+import { Delivery } from "./delivery.ts";
+import type { MetricsServer } from "./metrics_server.ts";
+import { startCollectorMetrics } from "./service_metrics.ts";
 import { qlenWarning, readMaxDgramQlen } from "./kernel_limits.ts";
 import { type Receiver, startReceiver } from "./receiver.ts";
 import type { Sink } from "./sink.ts";
 import { createPostgresSink } from "./sinks/postgres.ts";
 import { createRedisSink } from "./sinks/redis.ts";
+import { Spool } from "./spool.ts";
 
 const log = getLogger(["tbg", "collector"]);
 
 /** A running collector. */
 export interface Service {
   readonly collector: Collector;
+  readonly delivery: Delivery;
   readonly receiver: Receiver;
   /**
-   * Stops receiving, flushes every sink (bounded by the shutdown timeout), closes them and
-   * returns how many deliveries (events times sinks) were still pending.
+   * Stops receiving, flushes every sink (bounded by the shutdown timeout) and closes them
+   * and the spool. Returns how many accepted events are neither delivered nor in the spool
+   * (only a spool that could not be written leaves any).
    */
   stop(): Promise<{ undelivered: number }>;
 }
@@ -32,28 +38,27 @@ export function createSinks(config: Config): Sink[] {
     createRedisSink({
       url: config.redisUrl,
       streamMaxLen: config.redisStreamMaxLen,
-      maxPendingEvents: config.maxPendingEvents,
     }),
     createPostgresSink({
       url: config.databaseUrl,
       batchMaxSize: config.batchMaxSize,
       flushIntervalMs: config.batchFlushIntervalMs,
-      maxPendingEvents: config.maxPendingEvents,
     }),
   ];
 }
 
 /** One line with every counter, for the periodic log. */
-export function statsLine(collector: Collector): string {
+export function statsLine(collector: Collector, delivery: Delivery): string {
   const counters = collector.counters();
   const invalid = Object.values(counters.invalid).reduce((sum, n) => sum + n, 0);
-  const sinks = collector.sinks.map((sink) => {
+  const { spool, sinks } = delivery.stats();
+  const parts = delivery.sinks.map((sink, i) => {
     const s = sink.stats();
     return `${sink.name}: written=${s.written} pending=${s.pending} retried=${s.retried} ` +
-      `dropped=${s.dropped}`;
+      `dropped=${s.dropped} behind=${sinks[i].behind} lost=${sinks[i].lost}`;
   });
   return `received=${counters.received} accepted=${counters.accepted} invalid=${invalid} ` +
-    `lost=${counters.lost} | ${sinks.join(" | ")}`;
+    `lost=${counters.lost} | ${parts.join(" | ")} | spool: bytes=${spool.bytes}`;
 }
 
 /**
@@ -74,24 +79,59 @@ export function startService(
   const warning = qlenWarning(readMaxDgramQlen());
   if (warning) log.warn(warning);
 
-  const collector = new Collector(sinks);
+  let spool: Spool;
+  try {
+    spool = Spool.open({
+      dir: config.spoolDir,
+      maxBytes: config.spoolMaxBytes,
+      fsyncIntervalMs: config.spoolFsyncIntervalMs,
+      readers: sinks.map((sink) => sink.name),
+    });
+  } catch (error) {
+    void Promise.all(sinks.map((sink) => sink.close()));
+    throw error;
+  }
+  const delivery = new Delivery(spool, sinks, config.maxPendingEvents);
+  const collector = new Collector(delivery);
+  let receiving = false;
+  let metrics: MetricsServer | undefined;
+  try {
+    metrics = startCollectorMetrics(config, {
+      counters: () => collector.counters(),
+      sinks,
+      receiving: () => receiving,
+      spool: () => {
+        const { spool, sinks: fed } = delivery.stats();
+        return { ...spool, lost: Object.fromEntries(fed.map((s) => [s.name, s.lost])) };
+      },
+    });
+  } catch (error) {
+    void delivery.close();
+    throw error;
+  }
   let receiver: Receiver;
   try {
     receiver = startReceiver({
       path: config.socketPath,
       mode: config.socketMode,
       receiveBufferBytes: config.socketReceiveBuffer,
+      group: config.socketGroup,
+      allowedSenderUids: config.allowedSenderUids,
       onBatch: (batch) => collector.enqueue(batch),
       onError: (message) => {
+        receiving = false;
         log.fatal("receive thread failed: {message}", { message });
         onFatal(message);
       },
     });
   } catch (error) {
-    void Promise.all(sinks.map((sink) => sink.close()));
+    void metrics?.shutdown();
+    void delivery.close();
     throw error;
   }
-  log.info("listening on {path} (mode {mode}, SO_RCVBUF {rcvbuf} bytes)", {
+  receiving = true;
+  log.info("listening on {path} (mode {mode}, SO_RCVBUF {rcvbuf} bytes, senders {senders})", {
+    senders: config.allowedSenderUids.length > 0 ? config.allowedSenderUids.join(",") : "any",
     path: receiver.path,
     mode: config.socketMode.toString(8).padStart(4, "0"),
     rcvbuf: receiver.receiveBufferBytes,
@@ -99,7 +139,7 @@ export function startService(
 
   const statsTimer = config.statsIntervalMs > 0
     ? setInterval(
-      () => log.info("stats {line}", { line: statsLine(collector) }),
+      () => log.info("stats {line}", { line: statsLine(collector, delivery) }),
       config.statsIntervalMs,
     )
     : undefined;
@@ -107,28 +147,32 @@ export function startService(
   let stopping: Promise<{ undelivered: number }> | undefined;
   const stop = async () => {
     clearInterval(statsTimer);
+    receiving = false;
     await receiver.stop();
     collector.drain();
-    const deadline = AbortSignal.timeout(config.shutdownTimeoutMs);
-    await Promise.all(sinks.map((sink) => sink.flush(deadline)));
-    const undelivered = sinks.reduce((sum, sink) => sum + sink.stats().pending, 0);
-    log.info("stopped: {line}", { line: statsLine(collector) });
-    for (const sink of sinks) {
-      const { pending } = sink.stats();
-      if (pending === 0) continue;
-      log.error(
-        "{pending} accepted events were not delivered to {sink} before the shutdown timeout",
-        {
-          pending,
-          sink: sink.name,
-        },
+    await delivery.flush(AbortSignal.timeout(config.shutdownTimeoutMs));
+    log.info("stopped: {line}", { line: statsLine(collector, delivery) });
+    for (const { name, behind } of delivery.stats().sinks) {
+      if (behind === 0) continue;
+      log.warn(
+        "{behind} accepted events were not confirmed by {sink} before the shutdown timeout; " +
+          "they stay in the spool ({dir}) and are delivered after the next start",
+        { behind, sink: name, dir: config.spoolDir },
       );
     }
-    await Promise.all(sinks.map((sink) => sink.close()));
+    await delivery.close();
+    await metrics?.shutdown();
+    const undelivered = delivery.stats().spool.unwritten;
+    if (undelivered > 0) {
+      log.error("{count} accepted events could not be written to the spool and are lost", {
+        count: undelivered,
+      });
+    }
     return { undelivered };
   };
   return {
     collector,
+    delivery,
     receiver,
     stop: () => stopping ??= stop(),
   };

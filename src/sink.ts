@@ -8,17 +8,33 @@
  * @module
  */
 import type { MiningEvent } from "./events.ts";
+import type { Histogram } from "./metrics.ts";
 
 /** Counters a sink reports for the stats line. */
 export interface SinkStats {
-  /** Events the backend has confirmed. */
+  /**
+   * Events the backend has confirmed, including repeats of events it already held (a sink
+   * that stores by event id counts those as written without storing them again).
+   */
   readonly written: number;
   /** Write attempts that failed and were tried again. */
   readonly retried: number;
   /** Events accepted by the sink and not yet confirmed by the backend. */
   readonly pending: number;
-  /** Events refused because the sink's buffer was full. */
+  /**
+   * Events refused for their data: ones the backend rejects (e.g. a value out of range) or
+   * cannot store (a `ts` out of its range). A sink takes everything pushed, so none are
+   * dropped for lack of room; bounding memory is the delivery layer's job.
+   */
   readonly dropped: number;
+  /**
+   * Whether the backend is taking writes: false from a failed write attempt until the next
+   * one succeeds. True before the first attempt, since nothing is known to be wrong then (a
+   * sink connects only when it has something to write).
+   */
+  readonly up: boolean;
+  /** Seconds per successful write round trip (one Redis pipeline, one SQL transaction). */
+  readonly writeLatency: Histogram;
 }
 
 /** A destination for validated events. */

@@ -7,6 +7,7 @@ import postgres from "postgres";
 import { createClient } from "redis";
 import { DatagramSender } from "../ffi/unix_datagram.ts";
 import { spawnCollector } from "./support/collector_process.ts";
+import { foreignSenderUnavailable, sendAs } from "./support/foreign_sender.ts";
 import { loadSchema, type Service, startPostgres, startRedis } from "./support/services.ts";
 import { waitFor } from "./support/wait.ts";
 
@@ -182,9 +183,11 @@ Deno.test("datagrams reach Redis streams and PostgreSQL tables; malformed ones a
         string,
         string[],
       ][];
-      assert.equal(fields[1], "share_submitted");
-      assert.equal(fields[5], "hosted");
-      assert.equal(JSON.parse(fields[7]).worker, quirky);
+      assert.equal(fields[0], "id");
+      assert.match(fields[1], /^([0-9a-f]+:[0-9]+|sha256:[0-9a-f]{32})$/);
+      assert.equal(fields[3], "share_submitted");
+      assert.equal(fields[7], "hosted");
+      assert.equal(JSON.parse(fields[9]).worker, quirky);
       await waitFor(() => blocks.length === 1, { what: "blocks:found message" });
       assert.equal(JSON.parse(blocks[0]).data.height, 210_000);
 
@@ -279,4 +282,45 @@ Deno.test("a socket path that cannot be bound stops start-up with the errno text
   const collector = spawnCollector({ SOCKET_PATH: "/nonexistent-tbg-dir/events.sock" });
   assert.equal(await collector.exitCode(), 2);
   assert.match(collector.output(), /No such file or directory \(ENOENT\)/);
+});
+
+const foreignSender = foreignSenderUnavailable();
+if (foreignSender) {
+  console.warn(`tests/collector_process: the sender-uid test is skipped: ${foreignSender}`);
+}
+
+Deno.test({
+  name: "with ALLOWED_SENDER_UIDS set, a datagram from another uid is refused and counted",
+  ignore: foreignSender !== undefined,
+  fn: () =>
+    withStack(async (stack) => {
+      // Let the other uid reach the socket at all: the refusal must come from the uid check.
+      await Deno.chmod(stack.dir, 0o755);
+      const collector = spawnCollector(
+        envFor(stack, { ALLOWED_SENDER_UIDS: "0", SOCKET_MODE: "0666", STATS_INTERVAL: "0.2" }),
+      );
+      const sql = postgres(stack.pg.url, { onnotice: () => {}, max: 1 });
+      try {
+        await collector.waitForOutput(/listening on .*senders 0\)/);
+        const forged = event("share_submitted", { user: OTHER, worker: "forged", accepted: true });
+        await sendAs({ uid: 65534, gid: 65534 }, stack.socket, [JSON.stringify(forged)]);
+        const sender = new DatagramSender(stack.socket);
+        await send(
+          sender,
+          event("share_submitted", { user: USER, worker: "real", accepted: true }),
+        );
+        sender.close();
+        await collector.waitForOutput(/received=2 accepted=1 invalid=1 /);
+        await collector.waitForOutput(/uid 65534/);
+        await waitFor(async () => {
+          const [{ n }] = await sql`select count(*)::int as n from mining_events`;
+          return n === 1;
+        }, { what: "the root sender's event in PostgreSQL" });
+        const workers = await sql`select worker_name from shares`;
+        assert.deepEqual(workers.map((row) => row.worker_name), ["real"]);
+      } finally {
+        await collector.stop("SIGKILL");
+        await sql.end();
+      }
+    }),
 });

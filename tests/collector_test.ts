@@ -3,7 +3,7 @@ import { Collector } from "../src/collector.ts";
 import { DatagramBatchBuilder } from "../src/datagram_batch.ts";
 import { qlenWarning, readMaxDgramQlen } from "../src/kernel_limits.ts";
 import { renderLogValue } from "../src/log.ts";
-import { RecordingSink } from "./support/recording_sink.ts";
+import { pushTo, RecordingSink } from "./support/recording_sink.ts";
 
 function batchOf(datagrams: Array<{ bytes: Uint8Array; truncated: boolean }>) {
   const builder = new DatagramBatchBuilder();
@@ -26,7 +26,7 @@ const share = (seq: number) => ({
 Deno.test("bad datagrams are counted by reason and the good ones around them reach every sink in order", () => {
   const redis = new RecordingSink("a");
   const postgres = new RecordingSink("b");
-  const collector = new Collector([redis, postgres]);
+  const collector = new Collector(pushTo([redis, postgres]));
   const garbage = crypto.getRandomValues(new Uint8Array(64 * 1024));
   const batch = batchOf([
     { bytes: encode(share(1)), truncated: false },
@@ -57,6 +57,7 @@ Deno.test("bad datagrams are counted by reason and the good ones around them rea
     not_json: 1,
     invalid_envelope: 1,
     invalid_data: 1,
+    unauthorized_sender: 0,
   });
   assert.deepEqual(counters.byType, { share_submitted: 3, brand_new: 1 });
   // seq 3 and 4 were sent but rejected, so from the emitter's numbering they are missing.
@@ -65,14 +66,14 @@ Deno.test("bad datagrams are counted by reason and the good ones around them rea
 
 Deno.test("a batch of only bad datagrams pushes nothing", () => {
   const sink = new RecordingSink();
-  const collector = new Collector([sink]);
+  const collector = new Collector(pushTo([sink]));
   collector.ingest([encode("null"), encode("[]"), encode("")]);
   assert.equal(sink.pushes, 0);
   assert.equal(collector.counters().received, 3);
 });
 
 Deno.test("seq gaps per emitter show up as lost", () => {
-  const collector = new Collector([new RecordingSink()]);
+  const collector = new Collector(pushTo([new RecordingSink()]));
   collector.ingest([1, 2, 3, 7, 8].map((seq) => encode(share(seq))));
   collector.ingest([1, 2].map((seq) => encode({ ...share(seq), emitter: "00bb" })));
   assert.equal(collector.counters().lost, 3);

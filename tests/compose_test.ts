@@ -67,13 +67,14 @@ Deno.test("every service's image is pinned to a version", () => {
   }
 });
 
-Deno.test("the six volumes are declared and used, the socket volume by ckpool and the collector at one path", () => {
+Deno.test("the seven volumes are declared and used, the socket volume by ckpool and the collector at one path", () => {
   const declared = Object.keys(compose.volumes).sort();
   assert.deepEqual(declared, [
     "bitcoin-signet-data",
     "ckpool-events",
     "ckpool-logs",
     "ckpool-run",
+    "collector-spool",
     "redis-data",
     "timescaledb-data",
   ]);
@@ -152,8 +153,43 @@ Deno.test("start order: every awaited service has a health check", () => {
       assert.ok(services[target].healthcheck, `${target} has no health check`);
     }
   }
-  const collectorCheck = (services["event-collector"].healthcheck as { test: string[] }).test;
-  assert.ok(collectorCheck.includes(environment("event-collector").SOCKET_PATH));
+});
+
+Deno.test("the collector's health check asks its own /healthz through the binary the image installs", () => {
+  const collector = services["event-collector"];
+  const check = collector.healthcheck as { test: string[]; timeout: string; interval: string };
+  assert.deepEqual(check.test, ["CMD", "/usr/local/bin/tbg-collector", "healthcheck"]);
+  const dockerfile = Deno.readTextFileSync(`${root}Dockerfile`);
+  assert.match(dockerfile, /^COPY --from=build \S+ \/usr\/local\/bin\/tbg-collector$/m);
+  // The check reads METRICS_PORT from the same environment; 0 would turn /healthz off.
+  const port = Number(environment("event-collector").METRICS_PORT);
+  assert.ok(port > 0 && port < 65536, `METRICS_PORT ${port}`);
+  // Published, if at all, on loopback only.
+  for (const mapping of (collector.ports ?? []) as string[]) {
+    assert.match(mapping, new RegExp(`^127\\.0\\.0\\.1:\\d+:${port}$`));
+  }
+  // The probe gives up (3 s) before the engine kills it, so the reason reaches the log.
+  assert.ok(Number(check.timeout.replace("s", "")) > 3);
+});
+
+Deno.test("the collector's spool is on its own volume, in a directory the image gives the collector", () => {
+  const spoolDir = environment("event-collector").SPOOL_DIR;
+  assert.equal(
+    mounts("event-collector").find(([source]) => source === "collector-spool")?.[1],
+    spoolDir,
+  );
+  for (const name of Object.keys(services)) {
+    if (name === "event-collector") continue;
+    assert.ok(!mounts(name).some(([source]) => source === "collector-spool"), name);
+  }
+  const dockerfile = Deno.readTextFileSync(`${root}Dockerfile`);
+  const [, runs] = /^FROM debian:bookworm-slim\n([\s\S]*?)^USER /m.exec(
+    dockerfile.slice(dockerfile.lastIndexOf("FROM ")),
+  )!;
+  assert.match(runs, new RegExp(`mkdir -p ${spoolDir}`));
+  assert.match(runs, /chown -R collector:\S+ \/var\/lib\/tbg-collector/);
+  assert.match(dockerfile, /useradd [^\n]*--uid 10001/);
+  assert.equal(String(services["event-collector"].user).split(":")[0], "10001");
 });
 
 Deno.test("the collector's kernel queue is raised and its stop outlasts the flush timeout", () => {

@@ -247,7 +247,8 @@ async function readStream(rc: RedisClient, type: string): Promise<StreamEntry[]>
   return raw.map(([id, fields]) => {
     const f: Record<string, string> = {};
     for (let i = 0; i < fields.length; i += 2) f[fields[i]] = fields[i + 1];
-    assert.deepEqual(Object.keys(f), ["event", "ts", "source", "data"]);
+    assert.deepEqual(Object.keys(f), ["id", "event", "ts", "source", "data"]);
+    assert.match(f.id, /^([0-9a-f]+:[0-9]+|sha256:[0-9a-f]{32})$/);
     return { id, event: f.event, ts: Number(f.ts), source: f.source, data: JSON.parse(f.data) };
   });
 }

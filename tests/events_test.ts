@@ -175,3 +175,47 @@ Deno.test("oversized strings are refused", () => {
   });
   assert.ok(!result.ok);
 });
+
+// Found by tests/fuzz_test.ts: each was accepted, then stored other than sent (or not at all).
+const unstorable: Array<[string, string, string]> = [
+  // PostgreSQL text cannot hold NUL: the sink stripped it, crediting the share to "tb1q".
+  ["NUL in a value", '"share_submitted","data":{"user":"tb1\\u0000q"}', "data.user holds NUL"],
+  ["NUL in a key", '"pool_stats","data":{"a\\u0000b":1}', "the key holds NUL"],
+  // PostgreSQL jsonb refuses lone surrogates: the sink wrote U+FFFD, Redis the escape.
+  ["lone high surrogate", '"share_submitted","data":{"worker":"\\ud800x"}', "lone surrogate"],
+  ["lone low surrogate", '"pool_stats","data":{"a":["\\udc00"]}', "data.a[0] holds a lone"],
+  ["reversed pair", '"pool_stats","data":{"a":"\\udc00\\ud800"}', "lone surrogate"],
+  // zod's copy turned the key into its prototype: the field vanished from every sink.
+  ["__proto__ key", '"share_submitted","data":{"__proto__":{"is_block":true}}', "__proto__"],
+  ["nested __proto__ key", '"pool_stats","data":{"a":{"__proto__":1}}', "data.a: a key named"],
+  // 1e400 parses to Infinity, which JSON writes back as null.
+  ["1e400 in an extra field", '"share_submitted","data":{"extra":1e400}', "data.extra: Infinity"],
+  ["-1e400 in an unknown type", '"pool_stats","data":{"h":[-1e400]}', "-Infinity is not a"],
+  ["33 levels", `"pool_stats","data":{"a":${"[".repeat(32)}${"]".repeat(32)}}`, "deeper than 32"],
+];
+
+for (const [name, body, detail] of unstorable) {
+  Deno.test(`payload refused: ${name}`, () => {
+    const result = parseEvent(JSON.parse(`{"ts":1,"source":"hosted","event":${body}}`));
+    assert.ok(!result.ok);
+    assert.equal(result.reason, "invalid_data");
+    assert.ok(result.detail.includes(detail), result.detail);
+  });
+}
+
+Deno.test("payloads every sink stores as sent are kept: pairs, escaped backslashes, 32 levels", () => {
+  const data = JSON.parse(
+    `{"w":"\\ud83d\\ude00","t":"\\\\u0000","n":-1.5,"proto":"__proto__",` +
+      `"deep":${"[".repeat(31)}${"]".repeat(31)}}`,
+  );
+  const result = parseEvent({ event: "pool_stats", ...envelope, data });
+  assert.ok(result.ok, result.ok ? "" : result.detail);
+  assert.deepEqual(result.event.data, data);
+});
+
+Deno.test("the text limit counts characters (code points), not UTF-16 units", () => {
+  const withWorker = (worker: string) =>
+    parseEvent({ event: "share_submitted", ...envelope, data: { worker } });
+  assert.ok(withWorker("\u{1f600}".repeat(1024)).ok);
+  assert.ok(!withWorker("\u{1f600}".repeat(1025)).ok);
+});

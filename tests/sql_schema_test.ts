@@ -205,3 +205,97 @@ Deno.test("init.sql constraints: one row per block hash, weekly rows start on Mo
     await stopPostgres(service);
   }
 });
+
+/** Index name → definition, for one table. */
+async function indexesOf(sql: postgres.Sql, table: string): Promise<Record<string, string>> {
+  const rows = await sql<{ indexname: string; indexdef: string }[]>`
+    SELECT indexname, indexdef FROM pg_indexes
+    WHERE schemaname = 'public' AND tablename = ${table}`;
+  return Object.fromEntries(rows.map((r) => [r.indexname, r.indexdef]));
+}
+
+Deno.test("init.sql: mining_events and shares are unique on (time, event_id)", async () => {
+  const service = await startPostgres();
+  const sql = postgres(service.url, { max: 1, onnotice: () => {} });
+  try {
+    for (let load = 0; load < 2; load++) {
+      const loaded = await loadInitSql(service.url);
+      assert.equal(loaded.code, 0, loaded.stderr);
+      assert.doesNotMatch(loaded.stderr, /ERROR|WARNING/);
+    }
+    const events = await indexesOf(sql, "mining_events");
+    assert.match(
+      events.mining_events_ts_event_id_key,
+      /^CREATE UNIQUE INDEX \S+ ON public\.mining_events USING btree \(ts, event_id\)$/,
+    );
+    assert.equal(events.mining_events_ts_idx, undefined, "the unique index is the time index");
+    const shares = await indexesOf(sql, "shares");
+    assert.match(
+      shares.shares_time_event_id_key,
+      /^CREATE UNIQUE INDEX \S+ ON public\.shares USING btree \("time", event_id\)$/,
+    );
+    assert.equal(shares.shares_time_idx, undefined);
+
+    const insertEvent = (id: string | null, ts: string) =>
+      sql`INSERT INTO mining_events (ts, event_type, source, payload, event_id)
+          VALUES (${ts}, 'x', 'hosted', '{}', ${id})`;
+    await insertEvent("e1:1", "2024-02-22 16:00:00+00");
+    await assert.rejects(
+      insertEvent("e1:1", "2024-02-22 16:00:00+00"),
+      (error: Error & { code?: string }) => error.code === "23505", // unique_violation
+    );
+    await insertEvent("e1:1", "2024-02-22 16:00:01+00"); // another time: another row
+    await insertEvent(null, "2024-02-22 16:00:00+00"); // rows from before ids never conflict
+    await insertEvent(null, "2024-02-22 16:00:00+00");
+    const insertShare = (id: string) =>
+      sql`INSERT INTO shares (time, btc_address, worker_name, difficulty, share_diff, is_valid,
+                              source, event_id)
+          VALUES ('2024-02-22 16:00:00+00', 'a', 'w', 1, 1, true, 'hosted', ${id})`;
+    await insertShare("e1:1");
+    await assert.rejects(
+      insertShare("e1:1"),
+      (error: Error & { code?: string }) => error.code === "23505",
+    );
+  } finally {
+    await sql.end();
+    await stopPostgres(service);
+  }
+});
+
+Deno.test("init.sql migrates a database made before event ids, keeping its rows", async () => {
+  const service = await startPostgres();
+  const sql = postgres(service.url, { max: 1, onnotice: () => {} });
+  try {
+    const loaded = await loadInitSql(service.url);
+    assert.equal(loaded.code, 0, loaded.stderr);
+    // Back to the schema as it was before event ids: no column, a plain time index.
+    await sql.unsafe(`
+      ALTER TABLE mining_events DROP COLUMN event_id;
+      ALTER TABLE shares DROP COLUMN event_id;
+      CREATE INDEX mining_events_ts_idx ON mining_events (ts DESC);
+      CREATE INDEX shares_time_idx ON shares (time DESC);
+      INSERT INTO mining_events (ts, event_type, source, payload)
+        VALUES ('2024-02-22 16:00:00+00', 'x', 'hosted', '{"n":1}'),
+               ('2024-02-22 16:00:00+00', 'x', 'hosted', '{"n":1}');
+      INSERT INTO shares (time, btc_address, worker_name, difficulty, share_diff, is_valid, source)
+        VALUES ('2024-02-22 16:00:00+00', 'a', 'w', 1, 1, true, 'hosted');`);
+    assert.equal((await indexesOf(sql, "mining_events")).mining_events_ts_event_id_key, undefined);
+
+    const migrated = await loadInitSql(service.url);
+    assert.equal(migrated.code, 0, migrated.stderr);
+    assert.doesNotMatch(migrated.stderr, /ERROR|WARNING/);
+    const events = await indexesOf(sql, "mining_events");
+    assert.ok(events.mining_events_ts_event_id_key);
+    assert.equal(events.mining_events_ts_idx, undefined);
+    const shares = await indexesOf(sql, "shares");
+    assert.ok(shares.shares_time_event_id_key);
+    assert.equal(shares.shares_time_idx, undefined);
+    const [counts] = await sql`
+      SELECT (SELECT count(*) FROM mining_events WHERE event_id IS NULL)::int AS events,
+             (SELECT count(*) FROM shares WHERE event_id IS NULL)::int AS shares`;
+    assert.deepEqual({ ...counts }, { events: 2, shares: 1 });
+  } finally {
+    await sql.end();
+    await stopPostgres(service);
+  }
+});

@@ -3,8 +3,9 @@
  * trip. Every event goes to `mining_events`; shares, users, workers, blocks and the weekly
  * best difficulty are derived from the same batch (rules in `postgres_batch.ts`).
  *
- * - `push` only appends to a bounded in-memory queue; a write starts when `batchMaxSize`
- *   events wait, `flushIntervalMs` after the oldest waiting event arrived, or on `flush`.
+ * - `push` only appends to an in-memory queue, which takes everything pushed (bounding
+ *   memory is the delivery layer's job); a write starts when `batchMaxSize` events wait,
+ *   `flushIntervalMs` after the oldest waiting event arrived, or on `flush`.
  * - One write in flight at a time, taking everything waiting up to `maxWriteEvents`, in one
  *   transaction. `mining_events` and `shares` rows are streamed with `COPY ... FROM STDIN`
  *   (text format), which costs the server far less than parsing them out of JSON; the
@@ -12,26 +13,28 @@
  *   parameter each (`json_to_recordset`), their upserts pipelined after the copies.
  * - A failed write stays at the head of the queue and is retried with exponential back-off
  *   (100 ms doubling to 5 s); postgres.js reconnects by itself.
+ * - Writes are idempotent on the event id: `mining_events` and `shares` are unique on
+ *   (time, event_id), an event repeated inside a batch is written once, and a batch that
+ *   meets an event stored already (unique_violation) is sent again without the stored events
+ *   (see `writeBatch`), so a replay never doubles a row or a counter.
  * - If the connection is lost after every statement succeeded, the commit may or may not
  *   have happened: the transaction id is checked with `pg_xact_status` before the batch is
- *   sent again, so a batch is never written twice.
+ *   sent again, which spares a replay whose outcome is known.
  * - A batch the server refuses for its data (SQLSTATE class 22 or 54, e.g. a value out of
  *   range or JSON nested too deep) is split in halves until the offending event is alone;
  *   that event is dropped, counted in `dropped` and logged, and the rest is written. A batch
  *   over 64 Mi characters of JSON and COPY text is split the same way before it is sent.
  * - Events whose `ts` PostgreSQL cannot store are refused by `push` and counted in `dropped`.
- * - While the database is unreachable at most `maxPendingEvents` events are held; more are
- *   refused, counted in `dropped` and logged at a bounded rate.
  *
  * @module
  */
 import { getLogger } from "@logtape/logtape";
 import postgres from "postgres";
 import { Backoff, sleep } from "../backoff.ts";
-import { redactUrl } from "../config.ts";
 import { RateLimitedLog } from "../log.ts";
 import type { MiningEvent } from "../events.ts";
 import { PendingQueue } from "../pending_queue.ts";
+import { Histogram } from "../metrics.ts";
 import type { Sink, SinkStats } from "../sink.ts";
 import {
   type BatchRows,
@@ -41,7 +44,9 @@ import {
   isStorableTs,
   SHARE_COPY_COLUMNS,
   sharesCopy,
+  storedId,
   toJson,
+  withoutRepeats,
 } from "./postgres_batch.ts";
 
 /** Options for {@link createPostgresSink}. */
@@ -52,8 +57,6 @@ export interface PostgresSinkOptions {
   readonly batchMaxSize: number;
   /** A write starts at the latest this long after the oldest waiting event arrived. */
   readonly flushIntervalMs: number;
-  /** Events held (waiting or in flight) while the database is slow or unreachable. */
-  readonly maxPendingEvents: number;
   /** Most events one transaction takes (default 20,000). */
   readonly maxWriteEvents?: number;
 }
@@ -260,12 +263,74 @@ function describe(event: MiningEvent): string {
   }
 }
 
-/** Writes one batch in one transaction; throws {@link UncertainCommit} when unsure. */
-async function writeBatch(sql: Sql, batch: readonly MiningEvent[]): Promise<void> {
-  const rows = encode(batch);
+/** SQLSTATE unique_violation: a row with the same event id and time is stored already. */
+function isUniqueViolation(error: unknown): boolean {
+  return (error as { code?: unknown } | null)?.code === "23505";
+}
+
+/**
+ * The ids of the events in `batch` that are stored already, in `mining_events` or, for
+ * shares, in `shares` (which keeps its rows longer). Matched on id and time, like the unique
+ * indexes, with the time computed as COPY stores it (`to_timestamp`).
+ */
+async function storedIds(tx: Tx, batch: readonly MiningEvent[]): Promise<Set<string>> {
+  const keys = toJson(batch.map((event) => ({
+    i: storedId(event),
+    t: event.ts,
+    s: event.event === "share_submitted",
+  })));
+  const rows = await tx<{ id: string }[]>`
+    SELECT x.i AS id
+    FROM json_to_recordset(${keys}::text::json) AS x(i text, t float8, s boolean)
+    WHERE EXISTS (
+        SELECT 1 FROM mining_events e WHERE e.event_id = x.i AND e.ts = to_timestamp(x.t))
+      OR (x.s AND EXISTS (
+        SELECT 1 FROM shares h WHERE h.event_id = x.i AND h.time = to_timestamp(x.t)))`;
+  return new Set(rows.map((row) => row.id));
+}
+
+/**
+ * Writes one batch in one transaction and returns how many of its events were left out as
+ * repeats; throws {@link UncertainCommit} when unsure whether it committed.
+ *
+ * Repeats inside the batch are left out before anything is sent. The normal path is plain
+ * COPY, which the unique indexes on (time, event_id) turn into a unique_violation when an
+ * event is stored already (a replay after a crash, or after a commit whose reply was lost).
+ * Only then is the batch sent again, in one transaction that first asks which of its events
+ * are stored, leaves them out and writes the rest the same way: so the counters in the state
+ * tables never count an event twice.
+ */
+async function writeBatch(sql: Sql, batch: readonly MiningEvent[]): Promise<number> {
+  const fresh = withoutRepeats(batch);
+  try {
+    await writeRows(sql, fresh, false);
+    return batch.length - fresh.length;
+  } catch (error) {
+    if (!isUniqueViolation(error)) throw error;
+  }
+  return batch.length - fresh.length + await writeRows(sql, fresh, true);
+}
+
+/**
+ * One transaction: with `skipStored`, first asks which events are stored and leaves them out;
+ * returns how many it left out.
+ */
+async function writeRows(
+  sql: Sql,
+  batch: readonly MiningEvent[],
+  skipStored: boolean,
+): Promise<number> {
+  let rows = skipStored ? undefined : encode(batch);
+  let skipped = 0;
   let xid: string | undefined;
   try {
     await sql.begin(async (tx) => {
+      if (rows === undefined) {
+        const rest = withoutRepeats(batch, await storedIds(tx, batch));
+        skipped = batch.length - rest.length;
+        if (rest.length === 0) return;
+        rows = encode(rest);
+      }
       // The bulk rows by COPY, one table after the other (a copy holds the connection).
       if (rows.shares !== undefined) {
         await copyIn(tx, "shares", SHARE_COPY_COLUMNS, rows.shares);
@@ -279,9 +344,12 @@ async function writeBatch(sql: Sql, batch: readonly MiningEvent[]): Promise<void
       xid = head.xid;
     });
   } catch (error) {
-    if (xid !== undefined && !isDataError(error)) throw new UncertainCommit(xid, error);
+    if (xid !== undefined && !isDataError(error) && !isUniqueViolation(error)) {
+      throw new UncertainCommit(xid, error);
+    }
     throw error;
   }
+  return skipped;
 }
 
 /** Creates the PostgreSQL sink. It connects on first write and reconnects by itself. */
@@ -289,11 +357,12 @@ export function createPostgresSink(options: PostgresSinkOptions): Sink {
   const log = getLogger(["tbg", "postgres"]);
   const maxWrite = Math.max(1, options.maxWriteEvents ?? DEFAULT_MAX_WRITE_EVENTS);
   const batchMaxSize = Math.max(1, options.batchMaxSize);
-  const queue = new PendingQueue<MiningEvent>(options.maxPendingEvents);
+  const queue = new PendingQueue<MiningEvent>();
   const backoff = new Backoff(100, 5_000);
   const closing = new AbortController();
   const refusals = new RateLimitedLog(log, 5);
   const stats = { written: 0, retried: 0, dropped: 0 };
+  const writeLatency = new Histogram(); // encoding the batch included: it is part of each write
   const sql = postgres(options.url, {
     max: 1, // one write at a time
     onnotice: () => {},
@@ -312,11 +381,6 @@ export function createPostgresSink(options: PostgresSinkOptions): Sink {
   let limit = maxWrite; // shrinks while a refused batch is being split
   let suspects = 0; // events at the head that were in a refused batch
   let uncertain: { xid: string; count: number } | undefined;
-
-  log.info("postgres sink buffers up to {max} events while the database is unreachable", {
-    max: options.maxPendingEvents,
-    url: redactUrl(options.url),
-  });
 
   const due = () => {
     if (closed || queue.length === 0) return false;
@@ -416,7 +480,15 @@ export function createPostgresSink(options: PostgresSinkOptions): Sink {
         oldestWaitingAt = undefined;
       }
       try {
-        await writeBatch(sql, batch);
+        const started = performance.now();
+        const repeats = await writeBatch(sql, batch);
+        writeLatency.observe((performance.now() - started) / 1000);
+        if (repeats > 0) {
+          log.info("{repeats} of {count} events were stored already or repeated; kept once", {
+            repeats,
+            count,
+          });
+        }
         succeeded(count);
       } catch (error) {
         if (closed) return;
@@ -464,15 +536,8 @@ export function createPostgresSink(options: PostgresSinkOptions): Sink {
           ts: events.find((event) => !isStorableTs(event.ts))?.ts,
         });
       }
-      const refused = queue.push(storable);
-      if (refused > 0) {
-        stats.dropped += refused;
-        refusals.error("buffer full ({max} events): refused {refused} events", {
-          max: options.maxPendingEvents,
-          refused,
-        });
-      }
-      if (storable.length > refused) oldestWaitingAt ??= Date.now();
+      queue.push(storable);
+      if (storable.length > 0) oldestWaitingAt ??= Date.now();
       schedule();
     },
     flush(signal) {
@@ -492,7 +557,7 @@ export function createPostgresSink(options: PostgresSinkOptions): Sink {
       await loop;
     },
     stats(): SinkStats {
-      return { ...stats, pending: queue.length };
+      return { ...stats, pending: queue.length, up: failures === 0, writeLatency };
     },
   };
 }

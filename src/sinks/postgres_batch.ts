@@ -4,7 +4,10 @@
  * the same row twice.
  *
  * Rules (see also `sql/init.sql`):
- * - every event goes to `mining_events`; `share_submitted` also to `shares`;
+ * - every event goes to `mining_events`; `share_submitted` also to `shares`; both rows carry
+ *   the event's id (`event_id`), on which the tables are unique with the time column;
+ * - an event whose id appeared earlier in the batch is left out ({@link withoutRepeats}),
+ *   so that neither its rows nor the counters derived from it are written twice;
  * - every event whose `data.user` is a non-empty string upserts `users` (last_seen = latest ts);
  * - `miner_connected`, `miner_disconnected`, `share_submitted`, `diff_updated` and
  *   `hashrate_update` with a non-empty user and worker upsert `workers`; the online state is
@@ -125,7 +128,7 @@ export function copyTimestamp(ts: number): string {
 }
 
 /** Columns of `mining_events` in the order {@link eventsCopy} writes them. */
-export const EVENT_COPY_COLUMNS = "ts, event_type, source, emitter, seq, payload";
+export const EVENT_COPY_COLUMNS = "ts, event_type, source, emitter, seq, payload, event_id";
 
 /** `mining_events` rows in COPY text format; payloads are cleaned like {@link toJson}. */
 export function eventsCopy(rows: readonly EventRow[]): string {
@@ -140,6 +143,7 @@ export function eventsCopy(rows: readonly EventRow[]): string {
       copyText(r.m),
       copyNumber(r.q),
       copyJson(r.p),
+      copyText(r.i),
     ].join("\t");
   }
   lines[rows.length] = "";
@@ -149,7 +153,7 @@ export function eventsCopy(rows: readonly EventRow[]): string {
 /** Columns of `shares` in the order {@link sharesCopy} writes them. */
 export const SHARE_COPY_COLUMNS =
   "time, btc_address, worker_name, difficulty, share_diff, is_valid, is_block, " +
-  "reject_reason, ip_address, source, emitter, seq";
+  "reject_reason, ip_address, source, emitter, seq, event_id";
 
 /** `shares` rows in COPY text format. */
 export function sharesCopy(rows: readonly ShareRow[]): string {
@@ -169,10 +173,43 @@ export function sharesCopy(rows: readonly ShareRow[]): string {
       copyText(r.s),
       copyText(r.m),
       copyNumber(r.q),
+      copyText(r.i),
     ].join("\t");
   }
   lines[rows.length] = "";
   return lines.join("\n");
+}
+
+/**
+ * The event's id as stored in `event_id`. Ids made by the collector are plain ASCII; an id
+ * built elsewhere is cleaned like any text, and compared in this form, so that two ids the
+ * database would store alike are also alike here.
+ */
+export function storedId(event: MiningEvent): string {
+  return cleanText(event.id);
+}
+
+/**
+ * The batch without the events that would write a row a second time: events whose id
+ * appeared earlier in the batch (the first is kept) and events whose id is in `stored`.
+ * Returns `batch` itself when nothing is left out, which is the common case.
+ */
+export function withoutRepeats(
+  batch: readonly MiningEvent[],
+  stored?: ReadonlySet<string>,
+): readonly MiningEvent[] {
+  const seen = new Set<string>();
+  let kept: MiningEvent[] | undefined;
+  for (let i = 0; i < batch.length; i++) {
+    const id = storedId(batch[i]);
+    if (seen.has(id) || stored?.has(id)) {
+      kept ??= batch.slice(0, i);
+      continue;
+    }
+    seen.add(id);
+    kept?.push(batch[i]);
+  }
+  return kept ?? batch;
 }
 
 /** Monday (UTC) of the ISO week that contains `ts`, as `YYYY-MM-DD`. */
@@ -196,6 +233,8 @@ export interface EventRow {
   q: number | null;
   /** payload: the event's data as received; {@link toJson} cleans it */
   p: unknown;
+  /** event id, cleaned ({@link storedId}) */
+  i: string;
 }
 
 /** A `shares` row. */
@@ -212,6 +251,8 @@ export interface ShareRow {
   s: string;
   m: string | null;
   q: number | null;
+  /** event id, cleaned ({@link storedId}) */
+  i: string;
 }
 
 /** A `users` upsert: address and the latest event time seen for it. */
@@ -426,7 +467,8 @@ export function buildBatch(batch: readonly MiningEvent[]): BatchRows {
     const source = cleanText(event.source);
     const emitter = event.emitter === undefined ? null : cleanText(event.emitter);
     const seq = event.seq ?? null;
-    events[i] = { t: ts, e: type, s: source, m: emitter, q: seq, p: data };
+    const id = storedId(event);
+    events[i] = { t: ts, e: type, s: source, m: emitter, q: seq, p: data, i: id };
 
     const user = str(data.user);
     if (user !== "") {
@@ -463,6 +505,7 @@ export function buildBatch(batch: readonly MiningEvent[]): BatchRows {
         s: source,
         m: emitter,
         q: seq,
+        i: id,
       });
       if (accepted && user !== "") {
         const wk = isoWeekStart(ts);

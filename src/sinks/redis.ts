@@ -1,18 +1,22 @@
 /**
  * Redis sink: each event is appended to the stream `mining:{event}` with the fields
- * `event ts source data`, capped with `MAXLEN ~`; `block_found` is also published on
- * `blocks:found`. Writes are pipelined, one batch in flight at a time, so order holds and a
- * failed batch is sent again from its first unconfirmed event (at-least-once).
+ * `id event ts source data`, capped with `MAXLEN ~`; `block_found` is also published on
+ * `blocks:found` as the whole event in JSON, `id` included. Writes are pipelined, one batch in
+ * flight at a time, so order holds and a failed batch is sent again from its first unconfirmed
+ * event. Delivery is at-least-once: an entry may appear twice (a batch cut by a lost
+ * connection, a replay after a restart), and consumers drop repeats by `id`.
+ *
+ * The sink takes every event pushed; bounding memory is the delivery layer's job.
  *
  * @module
  */
 import { getLogger } from "@logtape/logtape";
 import { redactUrl } from "../config.ts";
 import type { MiningEvent } from "../events.ts";
-import { RateLimitedLog } from "../log.ts";
 import { payloadJson } from "../payload_json.ts";
 import { Backoff, sleep } from "../backoff.ts";
 import { PendingQueue } from "../pending_queue.ts";
+import { Histogram } from "../metrics.ts";
 import type { Sink, SinkStats } from "../sink.ts";
 import { RespConnection, RespError } from "./resp.ts";
 
@@ -21,8 +25,6 @@ export interface RedisSinkOptions {
   readonly url: string;
   /** Approximate length cap of each stream. */
   readonly streamMaxLen: number;
-  /** Events held while Redis is unreachable; more are refused and counted. */
-  readonly maxPendingEvents: number;
   /** Events per pipeline. */
   readonly maxBatch?: number;
 }
@@ -44,6 +46,8 @@ export function commandsFor(event: MiningEvent, streamMaxLen: string): string[][
     "~",
     streamMaxLen,
     "*",
+    "id",
+    event.id,
     "event",
     event.event,
     "ts",
@@ -60,21 +64,18 @@ export function commandsFor(event: MiningEvent, streamMaxLen: string): string[][
 /** Creates the Redis sink; it connects when it has something to write and reconnects by itself. */
 export function createRedisSink(options: RedisSinkOptions): Sink {
   const log = getLogger(["tbg", "redis"]);
-  const refusals = new RateLimitedLog(log);
   const maxBatch = options.maxBatch ?? 5000;
   const maxLen = String(options.streamMaxLen);
   const url = redactUrl(options.url);
-  const queue = new PendingQueue<MiningEvent>(options.maxPendingEvents);
+  const queue = new PendingQueue<MiningEvent>();
   const backoff = new Backoff(100, 5000);
   const closing = new AbortController();
+  // Redis refuses no event for its data, so nothing is ever dropped here.
   const stats = { written: 0, retried: 0, dropped: 0 };
+  const writeLatency = new Histogram();
   let writing = false;
   let connection: RespConnection | undefined;
   let failing = false;
-
-  log.info("buffers up to {max} events while Redis is unreachable", {
-    max: options.maxPendingEvents,
-  });
 
   /** Sends one batch; returns how many events, from the front, Redis confirmed. */
   async function send(batch: MiningEvent[]): Promise<number> {
@@ -90,9 +91,13 @@ export function createRedisSink(options: RedisSinkOptions): Sink {
         owner.push(i);
       }
     }
+    const started = performance.now();
     const replies = await connection.pipeline(commands);
     const failed = replies.findIndex((reply) => reply instanceof RespError);
-    if (failed < 0) return batch.length;
+    if (failed < 0) {
+      writeLatency.observe((performance.now() - started) / 1000);
+      return batch.length;
+    }
     throw Object.assign(replies[failed] as RespError, { confirmed: owner[failed] });
   }
 
@@ -144,14 +149,7 @@ export function createRedisSink(options: RedisSinkOptions): Sink {
   return {
     name: "redis",
     push(events) {
-      const refused = queue.push(events);
-      if (refused > 0) {
-        stats.dropped += refused;
-        refusals.warn("buffer full ({max} events): refused {refused} events", {
-          max: options.maxPendingEvents,
-          refused,
-        });
-      }
+      queue.push(events);
       void writeLoop();
     },
     flush(signal) {
@@ -164,7 +162,7 @@ export function createRedisSink(options: RedisSinkOptions): Sink {
       return Promise.resolve();
     },
     stats(): SinkStats {
-      return { ...stats, pending: queue.length };
+      return { ...stats, pending: queue.length, up: !failing, writeLatency };
     },
   };
 }

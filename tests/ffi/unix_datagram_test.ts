@@ -4,11 +4,21 @@ import {
   bindDatagramSocket,
   closeSocket,
   DatagramSender,
+  UNKNOWN_SENDER,
   unlinkSocket,
 } from "../../ffi/unix_datagram.ts";
-import { SocketError } from "../../ffi/libc.ts";
+import {
+  AF_UNIX,
+  check,
+  loadLibc,
+  SOCK_CLOEXEC,
+  SOCK_DGRAM,
+  sockaddrUn,
+  SocketError,
+} from "../../ffi/libc.ts";
 import { startReceiver } from "../../src/receiver.ts";
-import { forEachDatagram } from "../../src/datagram_batch.ts";
+import { type DatagramBatch, forEachDatagram } from "../../src/datagram_batch.ts";
+import { foreignSenderUnavailable, sendAs } from "../support/foreign_sender.ts";
 import { waitFor } from "../support/wait.ts";
 
 const options = { mode: 0o660, receiveBufferBytes: 1 << 20 };
@@ -171,3 +181,188 @@ Deno.test("a receive on a closed descriptor fails loudly instead of looping", ()
     const receiver = new BatchReceiver(socket.fd, 4, 1024, 5);
     assert.throws(() => receiver.receive(true), /poll on the event socket \(revents 0x20\)/);
   }));
+
+Deno.test("SO_PASSCRED: every datagram carries its sender's pid, uid and gid", () =>
+  withDir((dir) => {
+    const path = `${dir}/events.sock`;
+    const socket = bindDatagramSocket(path, options);
+    const sender = new DatagramSender(path);
+    const me = { pid: Deno.pid, uid: Deno.uid()!, gid: Deno.gid()! };
+    try {
+      const receiver = new BatchReceiver(socket.fd, 4, 1024, 1000);
+      // Batches of 3, 4 and 2: each call must see credentials in every slot it fills,
+      // including slots an earlier call left with a shortened msg_controllen.
+      for (const size of [3, 4, 2]) {
+        for (let i = 0; i < size; i++) assert.ok(sender.send(new TextEncoder().encode(`${i}`)));
+        assert.equal(receiver.receive(true), size);
+        for (let i = 0; i < size; i++) {
+          assert.equal(new TextDecoder().decode(receiver.datagram(i).bytes), `${i}`);
+          assert.deepEqual(receiver.credentials(i), me);
+          assert.equal(receiver.senderUid(i), me.uid);
+        }
+      }
+    } finally {
+      sender.close();
+      closeSocket(socket.fd);
+      unlinkSocket(path);
+    }
+  }));
+
+Deno.test("a socket without SO_PASSCRED yields datagrams of unknown sender", () =>
+  withDir((dir) => {
+    const path = `${dir}/events.sock`;
+    const libc = loadLibc();
+    const fd = check(libc.socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0), "socket");
+    const sender = new DatagramSender(path);
+    try {
+      const address = sockaddrUn(path);
+      check(libc.bind(fd, address, address.length), "bind");
+      const receiver = new BatchReceiver(fd, 4, 1024, 1000);
+      assert.ok(sender.send(new TextEncoder().encode("anonymous")));
+      assert.equal(receiver.receive(true), 1);
+      assert.equal(new TextDecoder().decode(receiver.datagram(0).bytes), "anonymous");
+      assert.equal(receiver.senderUid(0), UNKNOWN_SENDER);
+      assert.equal(receiver.credentials(0), undefined);
+    } finally {
+      sender.close();
+      closeSocket(fd);
+      unlinkSocket(path);
+    }
+  }));
+
+Deno.test("SOCKET_GROUP: the socket file gets the group, then the mode", () =>
+  withDir(async (dir) => {
+    const path = `${dir}/events.sock`;
+    const gid = Deno.uid() === 0 ? 4242 : Deno.gid()!; // any gid as root, else our own
+    const receiver = startReceiver({
+      path,
+      mode: 0o660,
+      group: gid,
+      receiveBufferBytes: 1 << 20,
+      onBatch: () => {},
+      onError: (message) => assert.fail(message),
+    });
+    try {
+      const info = Deno.lstatSync(path);
+      assert.ok(info.isSocket);
+      assert.equal(info.gid, gid);
+      assert.equal(info.uid, Deno.uid());
+      assert.equal(info.mode! & 0o777, 0o660);
+    } finally {
+      await receiver.stop();
+    }
+  }));
+
+const foreignSender = foreignSenderUnavailable();
+if (foreignSender) {
+  console.warn(`tests/ffi: sender-authentication tests with another uid skipped: ${foreignSender}`);
+}
+const NOBODY = { uid: 65534, gid: 65534 };
+
+/** Runs a receiver on a socket anyone may write to, gathering what it hands over. */
+async function withOpenReceiver(
+  allowedSenderUids: readonly number[],
+  test: (path: string, received: string[], batches: DatagramBatch[]) => Promise<void>,
+) {
+  await withDir(async (dir) => {
+    await Deno.chmod(dir, 0o755); // the other uid must reach the socket
+    const path = `${dir}/events.sock`;
+    const received: string[] = [];
+    const batches: DatagramBatch[] = [];
+    const receiver = startReceiver({
+      path,
+      mode: 0o666,
+      allowedSenderUids,
+      receiveBufferBytes: 1 << 20,
+      onBatch: (batch) => {
+        batches.push(batch);
+        forEachDatagram(batch, (bytes) => received.push(new TextDecoder().decode(bytes)));
+      },
+      onError: (message) => assert.fail(message),
+    });
+    try {
+      await test(path, received, batches);
+    } finally {
+      await receiver.stop();
+    }
+  });
+}
+
+function sendAsMe(path: string, messages: string[]): void {
+  const sender = new DatagramSender(path);
+  try {
+    for (const message of messages) assert.ok(sender.send(new TextEncoder().encode(message)));
+  } finally {
+    sender.close();
+  }
+}
+
+Deno.test({
+  name: "ALLOWED_SENDER_UIDS=0: root's datagrams arrive, uid 65534's are refused and counted",
+  ignore: foreignSender !== undefined,
+  fn: () =>
+    withOpenReceiver([0], async (path, received, batches) => {
+      sendAsMe(path, ["root-1"]);
+      const pid = await sendAs(NOBODY, path, ["nobody-1", "nobody-2"]);
+      sendAsMe(path, ["root-2"]);
+      const refused = () => batches.reduce((sum, batch) => sum + batch.refusedSenders, 0);
+      await waitFor(() => received.length === 2 && refused() === 2, {
+        what: "two accepted and two refused datagrams",
+      });
+      assert.deepEqual(received, ["root-1", "root-2"]);
+      const last = batches.findLast((batch) => batch.refusedSenders > 0)!;
+      assert.equal(last.lastRefusedUid, NOBODY.uid);
+      assert.equal(last.lastRefusedPid, pid);
+      for (const batch of batches.filter((batch) => batch.refusedSenders === 0)) {
+        assert.equal(batch.lastRefusedUid, -1);
+      }
+    }),
+});
+
+Deno.test({
+  name: "ALLOWED_SENDER_UIDS empty: datagrams from root and from uid 65534 both arrive",
+  ignore: foreignSender !== undefined,
+  fn: () =>
+    withOpenReceiver([], async (path, received, batches) => {
+      sendAsMe(path, ["root-1"]);
+      await sendAs(NOBODY, path, ["nobody-1"]);
+      sendAsMe(path, ["root-2"]);
+      await waitFor(() => received.length === 3, { what: "three datagrams" });
+      assert.deepEqual(received, ["root-1", "nobody-1", "root-2"]);
+      assert.ok(batches.every((batch) => batch.refusedSenders === 0));
+    }),
+});
+
+Deno.test({
+  name: "SOCKET_GROUP: a group we may not give fails with the path and errno text",
+  // Root without CAP_CHOWN (dropped from the bounding set) may not chgrp to a foreign group.
+  ignore: foreignSender !== undefined,
+  fn: () =>
+    withDir(async (dir) => {
+      const path = `${dir}/events.sock`;
+      const module = new URL("../../ffi/unix_datagram.ts", import.meta.url).href;
+      const script = `
+        import { bindDatagramSocket } from ${JSON.stringify(module)};
+        try {
+          bindDatagramSocket(${JSON.stringify(path)}, {
+            mode: 0o660, receiveBufferBytes: 1 << 20, group: 4242,
+          });
+          console.log("bound");
+        } catch (error) {
+          console.log(error.message);
+        }`;
+      const output = await new Deno.Command("setpriv", {
+        args: ["--bounding-set=-chown", Deno.execPath(), "eval", script],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const stderr = new TextDecoder().decode(output.stderr);
+      assert.ok(output.success, stderr);
+      assert.equal(
+        new TextDecoder().decode(output.stdout).trim(),
+        `chown ${path} to group 4242: Operation not permitted (EPERM); changing a file's ` +
+          `group to one we are not a member of needs CAP_CHOWN`,
+      );
+      assert.throws(() => Deno.lstatSync(path), Deno.errors.NotFound, "the socket is removed");
+    }),
+});

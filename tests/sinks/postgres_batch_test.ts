@@ -11,8 +11,11 @@ import {
   isStorableTs,
   MAX_EVENT_TS,
   sharesCopy,
+  storedId,
   toJson,
+  withoutRepeats,
 } from "../../src/sinks/postgres_batch.ts";
+import { unchecked } from "../support/unchecked_event.ts";
 
 /** A validated event, defaults applied, as the collector hands it to a sink. */
 function ev(
@@ -98,6 +101,7 @@ Deno.test("buildBatch: every event becomes a mining_events row with its data as 
     m: "abc",
     q: 7,
     p: events[0].data,
+    i: "abc:7",
   });
   assert.deepEqual(rows.events[1], {
     t: 101,
@@ -106,13 +110,15 @@ Deno.test("buildBatch: every event becomes a mining_events row with its data as 
     m: null,
     q: null,
     p: { anything: [1, 2], user: 42 },
+    i: events[1].id,
   });
+  assert.match(events[1].id, /^sha256:[0-9a-f]{32}$/);
   // A non-string user in an unknown event is not an address.
   assert.deepEqual(rows.users, [{ u: "u", t: 100 }]);
 });
 
-Deno.test("buildBatch: shares carry diff, sdiff, outcome and reason", () => {
-  const rows = buildBatch([
+Deno.test("buildBatch: shares carry diff, sdiff, outcome, reason and event id", () => {
+  const batch = [
     ev("share_submitted", 10, {
       user: "u",
       worker: "w",
@@ -129,7 +135,8 @@ Deno.test("buildBatch: shares carry diff, sdiff, outcome and reason", () => {
       accepted: false,
       reject_reason: "Stale",
     }),
-  ]);
+  ];
+  const rows = buildBatch(batch);
   assert.deepEqual(rows.shares, [
     {
       t: 10,
@@ -144,6 +151,7 @@ Deno.test("buildBatch: shares carry diff, sdiff, outcome and reason", () => {
       s: "hosted",
       m: null,
       q: null,
+      i: batch[0].id,
     },
     {
       t: 11,
@@ -158,6 +166,7 @@ Deno.test("buildBatch: shares carry diff, sdiff, outcome and reason", () => {
       s: "hosted",
       m: null,
       q: null,
+      i: batch[1].id,
     },
   ]);
 });
@@ -168,7 +177,8 @@ Deno.test("buildBatch: users get the latest ts; empty and NUL-only differences c
     ev("miner_connected", 30, { user: "a", worker: "w" }),
     ev("new_block_network", 60, { height: 5 }),
     ev("share_submitted", 20, { user: "a", worker: "w" }),
-    ev("share_best_diff", 40, { user: "b\0", worker: "w" }),
+    // Past validation, which refuses NUL: the sink strips it, so "b\0" is user "b".
+    unchecked(ev("share_best_diff", 40, { user: "b", worker: "w" }), { user: "b\0" }),
     ev("future_thing", 70, { user: "c" }),
     ev("share_submitted", 80, { user: "", worker: "w" }),
   ]);
@@ -324,7 +334,8 @@ Deno.test("buildBatch: blocks with the same hash merge, blocks without a hash do
 
 Deno.test("buildBatch: keys are cleaned before they are compared", () => {
   const rows = buildBatch([
-    ev("miner_connected", 1, { user: "u\0", worker: "w\0" }),
+    // Past validation, which refuses NUL.
+    unchecked(ev("miner_connected", 1, { user: "u", worker: "w" }), { user: "u\0", worker: "w\0" }),
     ev("miner_disconnected", 2, { user: "u", worker: "w" }),
   ]);
   assert.equal(rows.workers.length, 1);
@@ -378,15 +389,52 @@ Deno.test("eventsCopy and sharesCopy: one line per row, columns in the declared 
     }, { seq: 7, emitter: "e0" }),
     ev("odd_type", 2, { x: "a\tb" }),
   ]);
+  const hashed = rows.events[1].i;
   assert.equal(
     eventsCopy(rows.events),
     "1970-01-01T00:00:01.500000Z\tshare_submitted\thosted\te0\t7\t" +
-      copyJson(rows.events[0].p) + "\n" +
-      '1970-01-01T00:00:02Z\todd_type\thosted\t\\N\t\\N\t{"x":"a\\\\tb"}\n',
+      copyJson(rows.events[0].p) + "\te0:7\n" +
+      `1970-01-01T00:00:02Z\todd_type\thosted\t\\N\t\\N\t{"x":"a\\\\tb"}\t${hashed}\n`,
   );
   assert.equal(
     sharesCopy(rows.shares),
-    "1970-01-01T00:00:01.500000Z\tu\\tv\tw\\n\t2\t3.5\tf\tf\tStale\\\\\t::1\\r\thosted\te0\t7\n",
+    "1970-01-01T00:00:01.500000Z\tu\\tv\tw\\n\t2\t3.5\tf\tf\tStale\\\\\t::1\\r\thosted\te0\t7\t" +
+      "e0:7\n",
   );
+  // An id built elsewhere is cleaned and escaped like any text.
+  const odd = buildBatch([{ ...ev("odd_type", 2), id: "a\tb\0c" }]);
+  assert.equal(odd.events[0].i, "a\tbc");
+  assert.ok(eventsCopy(odd.events).endsWith("\ta\\tbc\n"));
   assert.equal(eventsCopy([]), "");
+});
+
+Deno.test("withoutRepeats keeps the first of each id, and leaves out stored ids", () => {
+  const a = ev("share_submitted", 1, { user: "u", worker: "w", accepted: true }, {
+    seq: 1,
+    emitter: "e0",
+  });
+  const b = ev("share_submitted", 2, { user: "u", worker: "w", accepted: true }, {
+    seq: 2,
+    emitter: "e0",
+  });
+  // The same id with other content (a resend is the same bytes; this only proves which wins).
+  const aAgain = { ...ev("share_submitted", 1, { user: "u", worker: "w" }), id: a.id };
+  const c = ev("miner_connected", 3, { user: "u", worker: "w" });
+
+  const clean = [a, b, c];
+  assert.equal(withoutRepeats(clean), clean, "nothing left out: the batch itself");
+  assert.deepEqual(withoutRepeats([a, b, aAgain, c, b]), [a, b, c]);
+  assert.equal(withoutRepeats([aAgain, a])[0], aAgain, "the first one is kept");
+  assert.deepEqual(withoutRepeats(clean, new Set([b.id])), [a, c]);
+  assert.deepEqual(withoutRepeats(clean, new Set([a.id, b.id, c.id])), []);
+  // Ids that differ only by what PostgreSQL cannot store are one id.
+  const nul = { ...c, id: `${c.id}\0` };
+  assert.equal(storedId(nul), c.id);
+  assert.deepEqual(withoutRepeats([c, nul]), [c]);
+
+  // What the state tables get from a batch with a repeat is what they get without it.
+  const twice = buildBatch(withoutRepeats([a, b, a, b, aAgain]));
+  assert.deepEqual(twice, buildBatch([a, b]));
+  assert.equal(twice.workers[0].na, 2);
+  assert.equal(twice.weekly[0].n, 2);
 });

@@ -4,11 +4,18 @@ import { type MiningEvent, parseEvent } from "../../src/events.ts";
 import { createPostgresSink, type PostgresSinkOptions } from "../../src/sinks/postgres.ts";
 import type { Sink } from "../../src/sink.ts";
 import { freePort, psqlPath, type Service, startPostgres } from "../support/services.ts";
+import { unchecked } from "../support/unchecked_event.ts";
 import { waitFor } from "../support/wait.ts";
 
 const INIT_SQL = new URL("../../sql/init.sql", import.meta.url).pathname;
 
 // --- harness helpers -------------------------------------------------------------------------
+
+/** The sink's counters, without its health and latency (checked where they matter). */
+function counts(sink: Sink) {
+  const { written, retried, pending, dropped } = sink.stats();
+  return { written, retried, pending, dropped };
+}
 
 /** A fresh PostgreSQL with init.sql loaded, and a client for assertions. */
 async function startDatabase(): Promise<{ service: Service; sql: postgres.Sql }> {
@@ -207,7 +214,6 @@ function sinkFor(url: string, options: Partial<PostgresSinkOptions> = {}): Sink 
     url,
     batchMaxSize: 500,
     flushIntervalMs: 50,
-    maxPendingEvents: 100_000,
     ...options,
   });
 }
@@ -220,6 +226,24 @@ const BOB = `bob "the \\ miner" ü🚀\0`; // NUL is removed on the way in
 const BOB_STORED = `bob "the \\ miner" ü🚀`;
 const RIG = `rig 'ü' "1" \\ \0end`;
 const RIG_STORED = `rig 'ü' "1" \\ end`;
+
+/**
+ * A proxy event from BOB's RIG. Validation refuses their NULs, so the event is built past it
+ * (a sink must cope with anything it is handed, and strips NUL itself).
+ */
+function fromBob(event: string, ts: number, data: Record<string, unknown> = {}): MiningEvent {
+  const base = ev(event, ts, { user: BOB_STORED, worker: RIG_STORED, ...data }, {
+    source: "proxy",
+  });
+  return unchecked(base, { user: BOB, worker: RIG });
+}
+
+/** Nested deeper than PostgreSQL's JSON parser allows (stack depth limit exceeded). */
+function tooDeep(): unknown {
+  let deep: unknown = 1;
+  for (let i = 0; i < 60_000; i++) deep = [deep];
+  return deep;
+}
 const CAROL = "carol-only-in-an-unknown-event";
 const HASH = "0000000000000012ab";
 
@@ -290,36 +314,23 @@ Deno.test("postgres sink writes every table from a realistic mix of events", asy
         diff: 1.5e6,
         prev_hash: HASH,
       }),
-      ev("miner_connected", T0 + 9, { user: BOB, worker: RIG, ip: "2001:db8::1" }, {
-        source: "proxy",
-      }),
-      ev("share_submitted", T0 + 10, {
-        user: BOB,
-        worker: RIG,
-        diff: 1,
-        sdiff: 50,
-        accepted: true,
-      }, { source: "proxy" }),
-      ev("miner_disconnected", T0 + 11, {
-        user: BOB,
-        worker: RIG,
-        session_duration: 2,
-        shares_session: 1,
-      }, { source: "proxy" }),
+      fromBob("miner_connected", T0 + 9, { ip: "2001:db8::1" }),
+      fromBob("share_submitted", T0 + 10, { diff: 1, sdiff: 50, accepted: true }),
+      fromBob("miner_disconnected", T0 + 11, { session_duration: 2, shares_session: 1 }),
       // Out of order: the disconnect is later in time, so w3 ends offline.
       ev("miner_disconnected", T0 + 31, { user: ALICE, worker: "w3" }),
       ev("miner_connected", T0 + 30, { user: ALICE, worker: "w3" }),
-      ev("future_thing", T0 + 12, {
-        user: CAROL,
+      // Past validation too: a NUL in a value and in a key, and a lone surrogate.
+      unchecked(ev("future_thing", T0 + 12, { user: CAROL }, { source: "self-hosted" }), {
         note: "x\0y",
         nested: { "k\0": ["\uD800", 'q"\\'] },
-      }, { source: "self-hosted" }),
+      }),
       ev("share_submitted", SUNDAY, { user: ALICE, worker: "w1", sdiff: 5000, accepted: true }),
       ev("share_submitted", MONDAY, { user: ALICE, worker: "w1", sdiff: 7, accepted: true }),
     ];
     sink.push(first);
     await sink.flush(AbortSignal.timeout(10_000));
-    assert.deepEqual(sink.stats(), { written: first.length, retried: 0, pending: 0, dropped: 0 });
+    assert.deepEqual(counts(sink), { written: first.length, retried: 0, pending: 0, dropped: 0 });
 
     // mining_events: every event, payload = data (NUL removed, lone surrogate replaced).
     const byType = await sql`
@@ -560,9 +571,7 @@ Deno.test("postgres sink writes every table from a realistic mix of events", asy
     sink.push([
       ev("miner_disconnected", MONDAY + 100, { user: ALICE, worker: "w1" }),
       ev("share_submitted", MONDAY + 50, { user: ALICE, worker: "w1", sdiff: 9, accepted: true }),
-      ev("miner_connected", T0 + 200, { user: BOB, worker: RIG, useragent: "bitaxe" }, {
-        source: "proxy",
-      }),
+      fromBob("miner_connected", T0 + 200, { useragent: "bitaxe" }),
       ev("block_found", MONDAY, { user: ALICE, height: 812_345, hash: HASH, coinbase_sig: "x" }),
     ]);
     await sink.flush(AbortSignal.timeout(10_000));
@@ -620,7 +629,7 @@ Deno.test("postgres sink writes once batchMaxSize events wait, in one transactio
     sink.push(shares(100, 30)); // below the size, and the interval is ten minutes
     assert.equal(sink.stats().pending, 30);
     await sink.flush(AbortSignal.timeout(10_000)); // flush does not wait for the timer
-    assert.deepEqual(sink.stats(), { written: 130, retried: 0, pending: 0, dropped: 0 });
+    assert.deepEqual(counts(sink), { written: 130, retried: 0, pending: 0, dropped: 0 });
     const [{ n, seqs }] = await sql`
       SELECT count(*)::int AS n, count(DISTINCT seq)::int AS seqs FROM shares`;
     assert.deepEqual([n, seqs], [130, 130]);
@@ -646,7 +655,7 @@ Deno.test("postgres sink writes flushIntervalMs after the first waiting event", 
     const [{ transactions }] = await sql`
       SELECT count(DISTINCT xmin::text)::int AS transactions FROM mining_events`;
     assert.equal(transactions, 1);
-    assert.deepEqual(sink.stats(), { written: 10, retried: 0, pending: 0, dropped: 0 });
+    assert.deepEqual(counts(sink), { written: 10, retried: 0, pending: 0, dropped: 0 });
   } finally {
     await sink.close();
     await sql.end();
@@ -678,6 +687,7 @@ Deno.test("postgres sink survives a server crash: every event written exactly on
     await crashPostgres(service);
     await pushSome(1000);
     await waitFor(() => sink.stats().retried > 0, { what: "a failed write" });
+    assert.equal(sink.stats().up, false, "down while its writes fail");
     await service.start();
     await pushSome(1000);
     await sink.flush(AbortSignal.timeout(60_000));
@@ -687,6 +697,8 @@ Deno.test("postgres sink survives a server crash: every event written exactly on
     assert.equal(stats.written, total);
     assert.equal(stats.dropped, 0);
     assert.ok(stats.retried > 0);
+    assert.equal(stats.up, true, "up again after a write succeeded");
+    assert.ok(stats.writeLatency.count > 0 && stats.writeLatency.sum > 0);
     const [events] = await sql`
       SELECT count(*)::int AS n, count(DISTINCT seq)::int AS distinct_seq,
              min(seq)::int AS lo, max(seq)::int AS hi FROM mining_events`;
@@ -792,18 +804,16 @@ Deno.test("postgres sink drops only the event the database refuses", async () =>
   const { service, sql } = await startDatabase();
   const sink = sinkFor(service.url);
   try {
-    // Nested deeper than PostgreSQL's JSON parser allows (stack depth limit exceeded).
-    let deep: unknown = 1;
-    for (let i = 0; i < 60_000; i++) deep = [deep];
-    const batch = [
-      ...shares(0, 20),
-      ev("future_thing", T0, { deep }, { seq: 20, emitter: "e0" }),
-      ...shares(21, 20),
-    ];
+    // Past validation, which refuses nesting this deep: the sink guards its own backend.
+    const poison = unchecked(ev("future_thing", T0, {}, { seq: 20, emitter: "e0" }), {
+      deep: tooDeep(),
+    });
+    const batch = [...shares(0, 20), poison, ...shares(21, 20)];
     sink.push(batch);
     await sink.flush(AbortSignal.timeout(30_000));
 
-    assert.deepEqual(sink.stats(), { written: 40, retried: 0, pending: 0, dropped: 1 });
+    assert.deepEqual(counts(sink), { written: 40, retried: 0, pending: 0, dropped: 1 });
+    assert.equal(sink.stats().up, true, "a refused event is not an unreachable database");
     const [events] = await sql`
       SELECT count(*)::int AS n, count(*) FILTER (WHERE seq = 20)::int AS bad FROM mining_events`;
     assert.deepEqual({ ...events }, { n: 40, bad: 0 });
@@ -840,7 +850,7 @@ Deno.test("postgres sink: COPY stores exactly what to_timestamp and jsonb would"
     );
     sink.push(events);
     await sink.flush(AbortSignal.timeout(30_000));
-    assert.deepEqual(sink.stats(), { written: times.length, retried: 0, pending: 0, dropped: 0 });
+    assert.deepEqual(counts(sink), { written: times.length, retried: 0, pending: 0, dropped: 0 });
 
     const stored = await sql<{ seq: number; exact: boolean; payload: boolean }[]>`
       SELECT e.seq::int AS seq, e.ts = to_timestamp((x.p->>'t')::float8) AS exact,
@@ -881,21 +891,20 @@ Deno.test("postgres sink drops a refused event at the end of a COPY and carries 
   const { service, sql } = await startDatabase();
   const sink = sinkFor(service.url);
   try {
-    let deep: unknown = 1;
-    for (let i = 0; i < 60_000; i++) deep = [deep];
+    const deep = tooDeep();
     // Alone, last and first: the server's error comes after the end of the copy data.
     for (const batch of [[0], [1, 2, 3], [4, 5]]) {
       const last = batch.at(-1)!;
       sink.push(
         batch.map((seq) =>
           seq === last || seq === 4
-            ? ev("future_thing", T0, { deep }, { seq, emitter: "e0" })
+            ? unchecked(ev("future_thing", T0, {}, { seq, emitter: "e0" }), { deep })
             : shares(seq, 1)[0]
         ),
       );
       await sink.flush(AbortSignal.timeout(30_000));
     }
-    assert.deepEqual(sink.stats(), { written: 2, retried: 0, pending: 0, dropped: 4 });
+    assert.deepEqual(counts(sink), { written: 2, retried: 0, pending: 0, dropped: 4 });
     sink.push(shares(10, 3));
     await sink.flush(AbortSignal.timeout(10_000));
     assert.equal(sink.stats().written, 5);
@@ -913,26 +922,25 @@ Deno.test("postgres sink drops a refused event at the end of a COPY and carries 
   }
 });
 
-Deno.test("postgres sink holds at most maxPendingEvents and counts what it refuses", async () => {
+Deno.test("postgres sink keeps everything while the database is down, refusing only bad ts", async () => {
   // Nothing listens on this port: the database is down for the whole test.
-  const sink = sinkFor(`postgres://postgres@127.0.0.1:${freePort()}/tbg`, {
-    maxPendingEvents: 10,
-    batchMaxSize: 5,
-  });
+  const sink = sinkFor(`postgres://postgres@127.0.0.1:${freePort()}/tbg`, { batchMaxSize: 5 });
   try {
-    sink.push(shares(0, 8));
-    sink.push(shares(8, 17));
+    // Past the old per-sink bound (1,000,000 events): bounding memory is the delivery layer's
+    // job now. The same events are pushed again and again; the sink only holds references.
+    const chunk = shares(0, 100_000);
+    for (let i = 0; i < 11; i++) sink.push(chunk);
     // An event whose ts PostgreSQL cannot store (the contract refuses it too, but a sink guards
     // its own backend) is refused, not queued.
     sink.push([{ ...ev("share_submitted", 1, { user: "u" }), ts: 1e12 }]);
-    assert.deepEqual({ ...sink.stats(), retried: 0 }, {
+    assert.deepEqual({ ...counts(sink), retried: 0 }, {
       written: 0,
       retried: 0,
-      pending: 10,
-      dropped: 16,
+      pending: 1_100_000,
+      dropped: 1,
     });
     await waitFor(() => sink.stats().retried >= 2, { what: "retries against a dead server" });
-    assert.equal(sink.stats().pending, 10);
+    assert.equal(sink.stats().pending, 1_100_000);
   } finally {
     await sink.close();
   }
@@ -952,5 +960,189 @@ Deno.test("postgres sink flush returns when its signal aborts while the database
     assert.equal(sink.stats().pending, 3);
   } finally {
     await sink.close();
+  }
+});
+
+// --- idempotence on the event id ---------------------------------------------------------------
+
+/** Rows, distinct ids and the counters derived from shares, to show nothing was doubled. */
+async function tally(sql: postgres.Sql) {
+  const [row] = await sql`
+    SELECT
+      (SELECT count(*) FROM mining_events)::int AS events,
+      (SELECT count(DISTINCT event_id) FROM mining_events)::int AS event_ids,
+      (SELECT count(*) FROM shares)::int AS shares,
+      (SELECT count(DISTINCT event_id) FROM shares)::int AS share_ids,
+      (SELECT coalesce(sum(shares_accepted), 0) FROM workers)::int AS accepted,
+      (SELECT coalesce(sum(shares_rejected), 0) FROM workers)::int AS rejected,
+      (SELECT coalesce(sum(total_shares), 0) FROM weekly_best_diff)::int AS weekly,
+      (SELECT count(*) FROM blocks)::int AS blocks`;
+  return { ...row };
+}
+
+/** Events without seq: identified by the hash of their content. */
+function unnumbered(): MiningEvent[] {
+  return [
+    ev("miner_connected", T0 + 0.5, { user: ALICE, worker: "w1", initial_diff: 8 }),
+    ev("share_submitted", T0 + 0.6, { user: ALICE, worker: "w1", sdiff: 9, accepted: true }),
+    ev("share_submitted", T0 + 0.7, { user: ALICE, worker: "w1", sdiff: 1, accepted: false }),
+    ev("block_found", T0 + 0.8, { user: ALICE, worker: "w1", height: 7 }), // no hash
+  ];
+}
+
+Deno.test("postgres sink: the same batch pushed twice is stored once, counters too", async () => {
+  const { service, sql } = await startDatabase();
+  const sink = sinkFor(service.url);
+  try {
+    const batch = [...shares(1, 100), ...unnumbered()];
+    assert.match(batch[100].id, /^sha256:[0-9a-f]{32}$/);
+    sink.push(batch);
+    await sink.flush(AbortSignal.timeout(10_000));
+    const once = await tally(sql);
+    assert.deepEqual(once, {
+      events: 104,
+      event_ids: 104,
+      shares: 102,
+      share_ids: 102,
+      accepted: 51, // even seqs 2..100, and one unnumbered
+      rejected: 51,
+      weekly: 51,
+      blocks: 1,
+    });
+    const stored = await sql<{ event_id: string }[]>`SELECT event_id FROM mining_events`;
+    assert.deepEqual(stored.map((r) => r.event_id).sort(), batch.map((e) => e.id).sort());
+
+    sink.push(batch);
+    await sink.flush(AbortSignal.timeout(10_000));
+    assert.deepEqual(await tally(sql), once);
+    // Repeats count as written: the database holds them, and nothing is pending or dropped.
+    assert.deepEqual(counts(sink), { written: 208, retried: 0, pending: 0, dropped: 0 });
+    const [{ idle }] = await sql`
+      SELECT count(*)::int AS idle FROM pg_stat_activity
+      WHERE application_name = 'tbg-collector' AND state LIKE 'idle in transaction%'`;
+    assert.equal(idle, 0);
+
+    // And the sink carries on with new events as before.
+    sink.push(shares(101, 10));
+    await sink.flush(AbortSignal.timeout(10_000));
+    const after = await tally(sql);
+    assert.equal(after.events, 114);
+    assert.equal(after.accepted + after.rejected, 112);
+  } finally {
+    await sink.close();
+    await sql.end();
+    await stopPostgres(service);
+  }
+});
+
+Deno.test("postgres sink: an overlapping replay (1..100, then 50..150) stores 150 once", async () => {
+  const { service, sql } = await startDatabase();
+  const sink = sinkFor(service.url, { batchMaxSize: 30 }); // several batches each time
+  try {
+    sink.push(shares(1, 100));
+    await sink.flush(AbortSignal.timeout(10_000));
+    sink.push(shares(50, 101));
+    await sink.flush(AbortSignal.timeout(10_000));
+    assert.deepEqual(await tally(sql), {
+      events: 150,
+      event_ids: 150,
+      shares: 150,
+      share_ids: 150,
+      accepted: 75,
+      rejected: 75,
+      weekly: 75,
+      blocks: 0,
+    });
+    const [seqs] = await sql`
+      SELECT min(seq)::int AS lo, max(seq)::int AS hi, count(DISTINCT seq)::int AS n FROM shares`;
+    assert.deepEqual({ ...seqs }, { lo: 1, hi: 150, n: 150 });
+    assert.deepEqual(counts(sink), { written: 201, retried: 0, pending: 0, dropped: 0 });
+  } finally {
+    await sink.close();
+    await sql.end();
+    await stopPostgres(service);
+  }
+});
+
+Deno.test("postgres sink: an id repeated inside one batch is written once", async () => {
+  const { service, sql } = await startDatabase();
+  const sink = sinkFor(service.url, { batchMaxSize: 10_000 });
+  try {
+    const extra = unnumbered();
+    // One push, so one batch: 1..20, then 11..30 again (overlap 11..20), and the unnumbered
+    // events twice, the second time as copies decoded anew.
+    const batch = [
+      ...shares(1, 20),
+      ...extra,
+      ...shares(11, 20),
+      ...extra.map((e) => ({ ...e, data: { ...e.data } })),
+    ];
+    sink.push(batch);
+    await sink.flush(AbortSignal.timeout(10_000));
+    assert.deepEqual(await tally(sql), {
+      events: 34,
+      event_ids: 34,
+      shares: 32,
+      share_ids: 32,
+      accepted: 16,
+      rejected: 16,
+      weekly: 16,
+      blocks: 1,
+    });
+    const [{ transactions }] = await sql`
+      SELECT count(DISTINCT xmin::text)::int AS transactions FROM mining_events`;
+    assert.equal(transactions, 1);
+    assert.deepEqual(counts(sink), { written: batch.length, retried: 0, pending: 0, dropped: 0 });
+  } finally {
+    await sink.close();
+    await sql.end();
+    await stopPostgres(service);
+  }
+});
+
+Deno.test("postgres sink: a share whose mining_events row is gone is still not counted again", async () => {
+  const { service, sql } = await startDatabase();
+  const sink = sinkFor(service.url);
+  try {
+    sink.push(shares(1, 10));
+    await sink.flush(AbortSignal.timeout(10_000));
+    // mining_events keeps rows for less time than shares (retention 30 d against 90 d).
+    await sql`DELETE FROM mining_events`;
+    sink.push([...shares(1, 10), ...shares(11, 4)]);
+    await sink.flush(AbortSignal.timeout(10_000));
+    const after = await tally(sql);
+    assert.deepEqual(
+      { shares: after.shares, events: after.events, counted: after.accepted + after.rejected },
+      { shares: 14, events: 4, counted: 14 },
+    );
+  } finally {
+    await sink.close();
+    await sql.end();
+    await stopPostgres(service);
+  }
+});
+
+Deno.test("postgres sink: a replay with a refused event drops that event alone", async () => {
+  const { service, sql } = await startDatabase();
+  const sink = sinkFor(service.url);
+  try {
+    sink.push(shares(0, 20));
+    await sink.flush(AbortSignal.timeout(10_000));
+    // Built past the contract, which refuses it too, since the sink guards its own backend.
+    const poison = unchecked(ev("future_thing", T0, {}, { seq: 20, emitter: "e0" }), {
+      deep: tooDeep(),
+    });
+    sink.push([...shares(0, 20), poison, ...shares(21, 10)]);
+    await sink.flush(AbortSignal.timeout(30_000));
+    assert.deepEqual(counts(sink), { written: 50, retried: 0, pending: 0, dropped: 1 });
+    const after = await tally(sql);
+    assert.deepEqual(
+      { events: after.events, shares: after.shares, counted: after.accepted + after.rejected },
+      { events: 30, shares: 30, counted: 30 },
+    );
+  } finally {
+    await sink.close();
+    await sql.end();
+    await stopPostgres(service);
   }
 });

@@ -7,6 +7,7 @@ import { waitFor } from "../support/wait.ts";
 
 function share(i: number, user = "tb1quser"): MiningEvent {
   return {
+    id: `0e:${i}`,
     event: "share_submitted",
     ts: 1708617600 + i / 1000,
     source: "hosted",
@@ -43,12 +44,13 @@ async function reader(url: string) {
   return client;
 }
 
-Deno.test("events land in mining:{event} with the fields event ts source data", () =>
+Deno.test("events land in mining:{event} with the fields id event ts source data", () =>
   withRedis(async (url) => {
-    const sink = createRedisSink({ url, streamMaxLen: 1000, maxPendingEvents: 10_000 });
+    const sink = createRedisSink({ url, streamMaxLen: 1000 });
     const client = await reader(url);
     try {
       const unknown: MiningEvent = {
+        id: "sha256:00112233445566778899aabbccddeeff",
         event: "pool_stats",
         ts: 1708617601.5,
         source: "proxy",
@@ -62,10 +64,17 @@ Deno.test("events land in mining:{event} with the fields event ts source data", 
       ][];
       assert.equal(entries.length, 2);
       const [, fields] = entries[0];
-      assert.deepEqual(fields.filter((_, i) => i % 2 === 0), ["event", "ts", "source", "data"]);
+      assert.deepEqual(fields.filter((_, i) => i % 2 === 0), [
+        "id",
+        "event",
+        "ts",
+        "source",
+        "data",
+      ]);
       const record = Object.fromEntries(
         fields.flatMap((v, i) => i % 2 === 0 ? [[v, fields[i + 1]]] : []),
       );
+      assert.equal(record.id, "0e:1");
       assert.equal(record.event, "share_submitted");
       assert.equal(record.ts, "1708617600.001");
       assert.equal(record.source, "hosted");
@@ -75,8 +84,11 @@ Deno.test("events land in mining:{event} with the fields event ts source data", 
         string[],
       ][];
       assert.equal(other.length, 1);
+      assert.deepEqual(other[0][1].slice(0, 2), ["id", "sha256:00112233445566778899aabbccddeeff"]);
       assert.equal(sink.stats().written, 3);
       assert.equal(sink.stats().pending, 0);
+      assert.equal(sink.stats().up, true);
+      assert.ok(sink.stats().writeLatency.count >= 1);
     } finally {
       await sink.close();
       await client.close();
@@ -85,12 +97,13 @@ Deno.test("events land in mining:{event} with the fields event ts source data", 
 
 Deno.test("block_found is also published on blocks:found", () =>
   withRedis(async (url) => {
-    const sink = createRedisSink({ url, streamMaxLen: 1000, maxPendingEvents: 10_000 });
+    const sink = createRedisSink({ url, streamMaxLen: 1000 });
     const subscriber = await reader(url);
     const messages: string[] = [];
     await subscriber.subscribe(BLOCKS_CHANNEL, (message: string) => messages.push(message));
     try {
       const block: MiningEvent = {
+        id: "b1:9",
         event: "block_found",
         ts: 1708617700,
         source: "hosted",
@@ -103,6 +116,7 @@ Deno.test("block_found is also published on blocks:found", () =>
       assert.equal(published.event, "block_found");
       assert.equal(published.data.height, 123);
       assert.equal(published.seq, 9);
+      assert.equal(published.id, "b1:9");
     } finally {
       await sink.close();
       await subscriber.close();
@@ -111,7 +125,7 @@ Deno.test("block_found is also published on blocks:found", () =>
 
 Deno.test("streams are capped with MAXLEN ~", () =>
   withRedis(async (url) => {
-    const sink = createRedisSink({ url, streamMaxLen: 100, maxPendingEvents: 100_000 });
+    const sink = createRedisSink({ url, streamMaxLen: 100 });
     const client = await reader(url);
     try {
       sink.push(Array.from({ length: 5000 }, (_, i) => share(i)));
@@ -126,7 +140,7 @@ Deno.test("streams are capped with MAXLEN ~", () =>
 
 Deno.test("a Redis restart mid-stream loses nothing: every event arrives at least once", () =>
   withRedis(async (url, service) => {
-    const sink = createRedisSink({ url, streamMaxLen: 1_000_000, maxPendingEvents: 100_000 });
+    const sink = createRedisSink({ url, streamMaxLen: 1_000_000 });
     try {
       sink.push(Array.from({ length: 500 }, (_, i) => share(i)));
       await sink.flush();
@@ -134,9 +148,11 @@ Deno.test("a Redis restart mid-stream loses nothing: every event arrives at leas
       sink.push(Array.from({ length: 500 }, (_, i) => share(500 + i)));
       await waitFor(() => sink.stats().retried > 0, { what: "a failed write" });
       assert.ok(sink.stats().pending > 0);
+      assert.equal(sink.stats().up, false, "down while its writes fail");
       await service.start();
       await sink.flush(AbortSignal.timeout(20_000));
       assert.equal(sink.stats().pending, 0);
+      assert.equal(sink.stats().up, true, "up again after a write succeeded");
       const client = await reader(url);
       try {
         const entries = await client.sendCommand([
@@ -148,8 +164,12 @@ Deno.test("a Redis restart mid-stream loses nothing: every event arrives at leas
           string,
           string[],
         ][];
-        const seen = new Set(entries.map(([, fields]) => JSON.parse(fields[7]).sdiff));
-        for (let i = 0; i < 1000; i++) assert.ok(seen.has(i), `event ${i} missing`);
+        // At least once: a repeat carries the same id, so a consumer can drop it.
+        const seen = new Set(entries.map(([, fields]) => fields[1]));
+        for (let i = 0; i < 1000; i++) assert.ok(seen.has(`0e:${i}`), `event ${i} missing`);
+        for (const [, fields] of entries) {
+          assert.equal(fields[1], `0e:${JSON.parse(fields[9]).sdiff}`, "id and data disagree");
+        }
       } finally {
         await client.close();
       }
@@ -158,20 +178,20 @@ Deno.test("a Redis restart mid-stream loses nothing: every event arrives at leas
     }
   }, true));
 
-Deno.test("with Redis away, the buffer bound refuses and counts the excess", async () => {
-  const sink = createRedisSink({
-    url: "redis://127.0.0.1:1/0",
-    streamMaxLen: 10,
-    maxPendingEvents: 1000,
-  });
+Deno.test("with Redis away, the sink keeps everything pushed and drops nothing", async () => {
+  const sink = createRedisSink({ url: "redis://127.0.0.1:1/0", streamMaxLen: 10 });
   try {
-    sink.push(Array.from({ length: 1500 }, (_, i) => share(i)));
+    // More than the old per-sink bound (1,000,000): the delivery layer bounds memory now.
+    const chunk = Array.from({ length: 100_000 }, (_, i) => share(i));
+    for (let i = 0; i < 11; i++) sink.push(chunk);
     const stats = sink.stats();
-    assert.equal(stats.pending, 1000);
-    assert.equal(stats.dropped, 500);
+    assert.equal(stats.pending, 1_100_000);
+    assert.equal(stats.dropped, 0);
     const aborted = AbortSignal.timeout(50);
     await sink.flush(aborted);
-    assert.equal(sink.stats().pending, 1000);
+    await waitFor(() => sink.stats().retried > 0, { what: "a failed write" });
+    assert.equal(sink.stats().pending, 1_100_000);
+    assert.equal(sink.stats().written, 0);
   } finally {
     await sink.close();
   }

@@ -29,12 +29,22 @@ export interface CollectorProcess {
   exitCode(timeoutMs?: number): Promise<number>;
 }
 
-/** Starts the collector with `env` (added to a minimal environment). */
+/**
+ * Starts the collector with `env` (added to a minimal environment). Unless `env` says
+ * otherwise, the spool goes to a new temp dir and the metrics server is off, so collectors
+ * of parallel tests never share either.
+ */
 export function spawnCollector(env: Record<string, string>): CollectorProcess {
+  const ownSpool = env.SPOOL_DIR ? undefined : Deno.makeTempDirSync({ prefix: "tbg-spool-" });
   const child = new Deno.Command(Deno.execPath(), {
     args: startTaskArgs(),
     cwd: root,
-    env: { STATS_INTERVAL: "0", ...env },
+    env: {
+      STATS_INTERVAL: "0",
+      METRICS_PORT: "0",
+      ...(ownSpool ? { SPOOL_DIR: ownSpool } : {}),
+      ...env,
+    },
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
@@ -44,6 +54,9 @@ export function spawnCollector(env: Record<string, string>): CollectorProcess {
     for await (const chunk of stream.pipeThrough(new TextDecoderStream())) text += chunk;
   };
   const drained = Promise.all([drain(child.stdout), drain(child.stderr)]);
+  if (ownSpool) {
+    child.status.then(() => Deno.remove(ownSpool, { recursive: true }).catch(() => {}));
+  }
   return {
     child,
     output: () => text,

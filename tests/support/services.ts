@@ -145,6 +145,10 @@ export async function startRedis(
       "",
       "--appendonly",
       appendOnly ? "yes" : "no",
+      // What Redis acknowledged must survive its own SIGKILL, or a test could not tell
+      // Redis's loss from the collector's.
+      "--appendfsync",
+      "always",
       "--daemonize",
       "no",
       ...(password ? ["--requirepass", password] : []),
@@ -169,13 +173,20 @@ export async function startRedis(
 export interface PostgresOptions {
   /** Database to create; the URL points at it. */
   database?: string;
+  /**
+   * Keep `synchronous_commit` on, so a commit PostgreSQL acknowledged survives its own
+   * SIGKILL (it is off otherwise, for speed, and then up to ~0.6 s of commits can vanish).
+   */
+  crashSafe?: boolean;
 }
 
 /**
  * Starts a fresh PostgreSQL cluster on a free loopback port. As root (CI) the server runs
  * as the `postgres` user, which owns the data dir; PostgreSQL refuses to run as root.
  */
-export async function startPostgres({ database = "tbg" }: PostgresOptions = {}): Promise<
+export async function startPostgres(
+  { database = "tbg", crashSafe = false }: PostgresOptions = {},
+): Promise<
   Service
 > {
   const bin = postgresBinDir();
@@ -207,7 +218,7 @@ export async function startPostgres({ database = "tbg" }: PostgresOptions = {}):
       "-c",
       "fsync=off",
       "-c",
-      "synchronous_commit=off",
+      `synchronous_commit=${crashSafe ? "on" : "off"}`,
       "-c",
       "full_page_writes=off",
     ], true);

@@ -25,6 +25,7 @@
  * @module
  */
 import { concatBytes, fromHex, reversed, sha256d, toHex } from "./bitcoind_peer.ts";
+import { compileC } from "./compile_c.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Header construction
@@ -185,43 +186,10 @@ export function difficultyTarget(diff: number): bigint {
 // ---------------------------------------------------------------------------------------------
 
 const GRINDER_SOURCE = new URL("./grinder.c", import.meta.url);
-let grinderBuild: Promise<string> | undefined;
 
-/**
- * Compiles `grinder.c` (once per process) into a temp dir removed at exit; returns the binary.
- * Needs gcc and OpenSSL's headers (`apt-get install -y gcc libssl-dev`).
- */
+/** Compiles `grinder.c` (once per process) and returns the binary. */
 export function buildGrinder(): Promise<string> {
-  grinderBuild ??= (async () => {
-    const dir = await Deno.makeTempDir({ prefix: "tbg-grinder-" });
-    globalThis.addEventListener("unload", () => {
-      try {
-        Deno.removeSync(dir, { recursive: true });
-      } catch {
-        // already gone
-      }
-    });
-    const binary = `${dir}/grinder`;
-    let output: Deno.CommandOutput;
-    try {
-      output = await new Deno.Command("gcc", {
-        args: ["-O2", "-o", binary, GRINDER_SOURCE.pathname, "-lcrypto", "-lpthread"],
-        stdout: "piped",
-        stderr: "piped",
-      }).output();
-    } catch (error) {
-      throw new Error(`cannot run gcc to build the grinder: ${(error as Error).message}`);
-    }
-    if (!output.success) {
-      throw new Error(
-        `building the grinder failed (needs gcc and libssl-dev):\n${
-          new TextDecoder().decode(output.stderr)
-        }`,
-      );
-    }
-    return binary;
-  })();
-  return grinderBuild;
+  return compileC(GRINDER_SOURCE, ["-lcrypto", "-lpthread"], "gcc and libssl-dev");
 }
 
 /** What one grinder run reports. */

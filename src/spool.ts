@@ -1,0 +1,652 @@
+/**
+ * The durable spool: an append-only log of every accepted datagram, so that an outage of a
+ * backend, or a crash of the collector, does not lose what was accepted.
+ *
+ * - Records get consecutive indices from 0 for the life of the spool directory. They are
+ *   appended in frames (one frame per batch the centre hands over), each frame written with one
+ *   `write(2)` to the current segment file and checked by CRC-32.
+ * - Written data reaches the page cache at once, so it survives the collector being killed;
+ *   it is `fsync`'d every `fsyncIntervalMs` (0: after every frame), which is what survives a
+ *   power loss.
+ * - Every reader (one per sink) has a position: the index of the first record it has not yet
+ *   had confirmed. Positions are saved in `positions.json` (write and rename) on the same
+ *   timer, and a segment is deleted once every reader is past it.
+ * - The files never take more than `maxBytes`: when an append would pass it, the oldest
+ *   segments are deleted even though a reader still needs them, and that reader's loss is
+ *   counted and logged. A healthy sink never loses anything this way; only one that stayed
+ *   away longer than the spool could hold.
+ * - A write that fails (disk full, I/O error) keeps its frame in memory and is tried again
+ *   before the next one, so indices stay contiguous and readers still get the records.
+ *
+ * Segment files are named by the index of their first record, so the next index survives a
+ * restart even when every record has been delivered.
+ *
+ * @module
+ */
+import { crc32 } from "node:zlib";
+import { getLogger } from "@logtape/logtape";
+import { RateLimitedLog } from "./log.ts";
+
+const log = getLogger(["tbg", "spool"]);
+
+const MAGIC = 0x53474254; // "TBGS", little-endian
+const FRAME_HEADER_BYTES = 16; // magic, record count, payload bytes, CRC-32 of the payload
+const RECORD_HEADER_BYTES = 4; // record length
+const SEGMENT_SUFFIX = ".spool";
+const POSITIONS_FILE = "positions.json";
+/** Positions are saved at least this often, whatever the fsync interval. */
+const SAVE_INTERVAL_MS = 250;
+/** Warn when the files take this share of `maxBytes`; say so again once below the second. */
+const NEAR_FULL = 0.8;
+const RELIEVED = 0.5;
+
+/** Options for {@link Spool.open}. */
+export interface SpoolOptions {
+  /** Directory of the segment files; created when missing. */
+  readonly dir: string;
+  /** Most bytes the segment files may take together. */
+  readonly maxBytes: number;
+  /** Longest time written data may wait for `fsync`; 0 syncs every frame. */
+  readonly fsyncIntervalMs: number;
+  /** Names of the readers; a reader new to the directory starts at its oldest record. */
+  readonly readers: readonly string[];
+  /** Size at which a new segment is started (default: an eighth of `maxBytes`, at most 64 MiB). */
+  readonly segmentBytes?: number;
+}
+
+/** One record read back. */
+export interface SpoolRecord {
+  readonly index: number;
+  readonly bytes: Uint8Array;
+}
+
+/** What the spool holds, for stats and health. */
+export interface SpoolStats {
+  /** Bytes of the segment files, plus frames waiting to be written. */
+  readonly bytes: number;
+  readonly maxBytes: number;
+  /** Index the next record gets. */
+  readonly head: number;
+  /** Index of the oldest record still held. */
+  readonly tail: number;
+  /** Per reader: records not yet confirmed. */
+  readonly behind: Readonly<Record<string, number>>;
+  /** Records that could not be written yet (kept in memory, not durable). */
+  readonly unwritten: number;
+}
+
+interface Frame {
+  /** Index of the frame's first record. */
+  readonly index: number;
+  readonly count: number;
+  /** Where the frame starts in its segment file. */
+  readonly offset: number;
+}
+
+interface Segment {
+  readonly first: number;
+  readonly path: string;
+  count: number;
+  bytes: number;
+  readonly frames: Frame[];
+}
+
+interface UnwrittenFrame {
+  readonly index: number;
+  readonly bytes: Uint8Array;
+  readonly records: readonly Uint8Array[];
+}
+
+/** The append-only spool of accepted datagrams. */
+export class Spool {
+  readonly dir: string;
+  readonly maxBytes: number;
+  readonly #segmentBytes: number;
+  readonly #fsyncIntervalMs: number;
+  readonly #segments: Segment[];
+  readonly #positions: Map<string, number>;
+  #unwritten: UnwrittenFrame[] = [];
+  #head: number;
+  #file: Deno.FsFile | undefined;
+  #readCache: { path: string; file: Deno.FsFile } | undefined;
+  #dirty = false;
+  #positionsChanged = true;
+  #syncing: Promise<void> | undefined;
+  #timer: ReturnType<typeof setInterval> | undefined;
+  #nearFull = false;
+  readonly #writeErrors = new RateLimitedLog(log);
+  readonly #evictions = new RateLimitedLog(log);
+
+  private constructor(
+    options: SpoolOptions,
+    segments: Segment[],
+    positions: Map<string, number>,
+    head: number,
+  ) {
+    this.dir = options.dir;
+    this.maxBytes = options.maxBytes;
+    this.#segmentBytes = options.segmentBytes ??
+      Math.max(64 * 1024, Math.min(64 * 1024 * 1024, Math.floor(options.maxBytes / 8)));
+    this.#fsyncIntervalMs = options.fsyncIntervalMs;
+    this.#segments = segments;
+    this.#positions = positions;
+    this.#head = head;
+    const interval = Math.min(SAVE_INTERVAL_MS, options.fsyncIntervalMs || SAVE_INTERVAL_MS);
+    this.#timer = setInterval(() => void this.#sync(), interval);
+    Deno.unrefTimer(this.#timer);
+  }
+
+  /**
+   * Opens (or creates) the spool in `options.dir`, checking every segment: a frame cut short
+   * by a crash at the end of the newest segment is removed.
+   *
+   * @throws {Error} naming the directory when it cannot be created, read or written
+   */
+  static open(options: SpoolOptions): Spool {
+    try {
+      Deno.mkdirSync(options.dir, { recursive: true, mode: 0o750 });
+      const probe = `${options.dir}/.write-test`;
+      Deno.writeFileSync(probe, new Uint8Array(0));
+      Deno.removeSync(probe);
+    } catch (error) {
+      throw new Error(
+        `spool directory ${options.dir} is not usable: ${(error as Error).message}; ` +
+          `set SPOOL_DIR to a directory this user can write`,
+      );
+    }
+    const { segments, next } = scanSegments(options.dir);
+    const saved = readPositions(options.dir);
+    const last = segments.at(-1);
+    const tail = segments[0]?.first ?? 0;
+    // With no segment left (all delivered, or the files removed by hand) continue after the
+    // furthest position, so that no reader is ever ahead of the log.
+    const head = last ? last.first + last.count : Math.max(next, ...saved.values());
+    const positions = new Map<string, number>();
+    for (const reader of options.readers) {
+      const position = saved.get(reader) ?? tail;
+      positions.set(reader, Math.min(Math.max(position, last ? tail : head), head));
+    }
+    const spool = new Spool(options, segments, positions, head);
+    const behind = options.readers.map((reader) => `${reader} ${head - positions.get(reader)!}`);
+    log.info("spool {dir}: {segments} segments, {bytes} bytes; to replay: {behind}", {
+      dir: options.dir,
+      segments: segments.length,
+      bytes: spool.#bytes(),
+      behind: behind.join(", "),
+    });
+    return spool;
+  }
+
+  /** Index the next record gets. */
+  get head(): number {
+    return this.#head;
+  }
+
+  /** Index of the oldest record still held. */
+  get tail(): number {
+    return this.#segments[0]?.first ?? this.#unwritten[0]?.index ?? this.#head;
+  }
+
+  /** A reader's position: the index of the first record it has not had confirmed. */
+  position(reader: string): number {
+    const position = this.#positions.get(reader);
+    if (position === undefined) throw new Error(`unknown spool reader ${reader}`);
+    return position;
+  }
+
+  /**
+   * Appends records as one frame and returns the index of the first. The frame is in the
+   * page cache when this returns (or kept in memory if the write failed).
+   */
+  append(records: readonly Uint8Array[]): number {
+    const first = this.#head;
+    if (records.length === 0) return first;
+    this.#head += records.length;
+    this.#unwritten.push({ index: first, bytes: encodeFrame(records), records });
+    this.#writeUnwritten();
+    this.#enforceLimit();
+    if (this.#fsyncIntervalMs === 0) this.#syncNow();
+    return first;
+  }
+
+  /**
+   * Records from `from` on, in order, at most `maxRecords` of them and about `maxBytes`. A
+   * `from` below the tail starts at the tail: those records were evicted.
+   */
+  read(from: number, maxRecords: number, maxBytes = 8 * 1024 * 1024): SpoolRecord[] {
+    const out: SpoolRecord[] = [];
+    let index = Math.max(from, this.tail);
+    let bytes = 0;
+    while (index < this.#head && out.length < maxRecords && bytes < maxBytes) {
+      const records = this.#recordsOfFrameAt(index);
+      if (!records) break;
+      for (let i = index - records.index; i < records.list.length; i++) {
+        if (out.length >= maxRecords || bytes >= maxBytes) break;
+        out.push({ index: records.index + i, bytes: records.list[i] });
+        bytes += records.list[i].length;
+      }
+      const next = out.length > 0 ? out[out.length - 1].index + 1 : index;
+      if (next === index || next < records.index + records.list.length) break;
+      index = next;
+    }
+    return out;
+  }
+
+  /** Moves a reader's position forward: every record before `index` was confirmed. */
+  confirm(reader: string, index: number): void {
+    const position = this.position(reader);
+    if (index <= position) return;
+    this.#positions.set(reader, Math.min(index, this.#head));
+    this.#positionsChanged = true;
+    this.#trim();
+  }
+
+  stats(): SpoolStats {
+    const behind: Record<string, number> = {};
+    for (const [reader, position] of this.#positions) behind[reader] = this.#head - position;
+    return {
+      bytes: this.#bytes(),
+      maxBytes: this.maxBytes,
+      head: this.#head,
+      tail: this.tail,
+      behind,
+      unwritten: this.#unwritten.reduce((sum, frame) => sum + frame.records.length, 0),
+    };
+  }
+
+  /** Writes what it can, syncs, saves positions and closes the files. */
+  async close(): Promise<void> {
+    clearInterval(this.#timer);
+    this.#timer = undefined;
+    await this.#syncing;
+    this.#writeUnwritten();
+    this.#syncNow();
+    this.#file?.close();
+    this.#file = undefined;
+    this.#readCache?.file.close();
+    this.#readCache = undefined;
+  }
+
+  #bytes(): number {
+    let bytes = 0;
+    for (const segment of this.#segments) bytes += segment.bytes;
+    for (const frame of this.#unwritten) bytes += frame.bytes.length;
+    return bytes;
+  }
+
+  #writeUnwritten(): void {
+    while (this.#unwritten.length > 0) {
+      const frame = this.#unwritten[0];
+      try {
+        this.#writeFrame(frame);
+      } catch (error) {
+        this.#writeErrors.error(
+          "cannot write to the spool in {dir} ({error}); {frames} batches kept in memory " +
+            "and tried again with the next one: free disk space or fix the volume",
+          { dir: this.dir, error: (error as Error).message, frames: this.#unwritten.length },
+        );
+        return;
+      }
+      this.#unwritten.shift();
+    }
+  }
+
+  #writeFrame(frame: UnwrittenFrame): void {
+    let segment = this.#segments.at(-1);
+    if (!segment || !this.#file || segment.bytes >= this.#segmentBytes) {
+      segment = this.#startSegment(frame.index);
+    }
+    const offset = segment.bytes;
+    try {
+      writeAll(this.#file!, frame.bytes);
+    } catch (error) {
+      // A partial frame would hide every later one from a reader: cut it off again.
+      this.#file!.truncateSync(offset);
+      this.#file!.seekSync(offset, Deno.SeekMode.Start);
+      throw error;
+    }
+    segment.frames.push({ index: frame.index, count: frame.records.length, offset });
+    segment.count += frame.records.length;
+    segment.bytes += frame.bytes.length;
+    this.#dirty = true;
+  }
+
+  #startSegment(first: number): Segment {
+    const previous = this.#file;
+    if (previous) {
+      // Its data must be durable before only the new file is synced from now on.
+      void previous.sync().catch(() => {}).finally(() => previous.close());
+    }
+    const path = `${this.dir}/${String(first).padStart(16, "0")}${SEGMENT_SUFFIX}`;
+    this.#file = Deno.openSync(path, { write: true, create: true, truncate: true });
+    const segment: Segment = { first, path, count: 0, bytes: 0, frames: [] };
+    this.#segments.push(segment);
+    syncDirectory(this.dir);
+    return segment;
+  }
+
+  /**
+   * Deletes oldest segments until the files fit `maxBytes`. Readers still needing them move
+   * to the new tail; a reader that had not even been handed those records counts the loss.
+   */
+  #enforceLimit(): void {
+    let bytes = this.#bytes();
+    if (bytes >= this.maxBytes * NEAR_FULL && !this.#nearFull) {
+      this.#nearFull = true;
+      log.warn(
+        "spool {dir} is {percent}% full ({bytes} of {max} bytes): a sink is away or slow; " +
+          "at 100% its oldest undelivered events are dropped",
+        {
+          dir: this.dir,
+          percent: Math.round((bytes / this.maxBytes) * 100),
+          bytes,
+          max: this.maxBytes,
+        },
+      );
+    } else if (bytes < this.maxBytes * RELIEVED && this.#nearFull) {
+      this.#nearFull = false;
+      log.info("spool {dir} is below half full again", { dir: this.dir });
+    }
+    while (bytes > this.maxBytes && this.#segments.length > 1) {
+      const oldest = this.#segments.shift()!;
+      this.#removeSegment(oldest);
+      bytes -= oldest.bytes;
+      const tail = this.tail;
+      const lagging: string[] = [];
+      for (const [reader, position] of this.#positions) {
+        if (position >= tail) continue;
+        lagging.push(reader);
+        this.#positions.set(reader, tail);
+        this.#positionsChanged = true;
+      }
+      this.#evictions.error(
+        "spool full ({max} bytes): deleted its oldest {count} events before {readers} " +
+          "confirmed them; raise SPOOL_MAX_BYTES or bring the backend back",
+        { max: this.maxBytes, count: oldest.count, readers: lagging.join(" and ") },
+      );
+    }
+  }
+
+  /** Deletes segments every reader is past (never the one being written). */
+  #trim(): void {
+    let lowest = this.#head;
+    for (const position of this.#positions.values()) lowest = Math.min(lowest, position);
+    while (this.#segments.length > 1) {
+      const oldest = this.#segments[0];
+      if (oldest.first + oldest.count > lowest) break;
+      this.#segments.shift();
+      this.#removeSegment(oldest);
+    }
+  }
+
+  #removeSegment(segment: Segment): void {
+    if (this.#readCache?.path === segment.path) {
+      this.#readCache.file.close();
+      this.#readCache = undefined;
+    }
+    try {
+      Deno.removeSync(segment.path);
+    } catch (error) {
+      log.error("cannot delete spool segment {path}: {error}", {
+        path: segment.path,
+        error: (error as Error).message,
+      });
+    }
+  }
+
+  /** The records of the frame holding `index`, from memory or from its segment file. */
+  #recordsOfFrameAt(index: number): { index: number; list: readonly Uint8Array[] } | undefined {
+    const unwritten = this.#unwritten.find((frame) =>
+      frame.index <= index && index < frame.index + frame.records.length
+    );
+    if (unwritten) return { index: unwritten.index, list: unwritten.records };
+    const segment = findLast(this.#segments, (s) => s.first <= index);
+    if (!segment || index >= segment.first + segment.count) return undefined;
+    const frame = findLast(segment.frames, (f) => f.index <= index)!;
+    const bytes = this.#readAt(segment, frame);
+    const list = decodeFrame(bytes);
+    if (!list || list.length !== frame.count) {
+      // Damaged on disk since it was written: hand out nothing rather than wrong data.
+      log.error("spool frame at {path}:{offset} is damaged; its {count} events are skipped", {
+        path: segment.path,
+        offset: frame.offset,
+        count: frame.count,
+      });
+      return { index: frame.index, list: new Array(frame.count).fill(new Uint8Array(0)) };
+    }
+    return { index: frame.index, list };
+  }
+
+  #readAt(segment: Segment, frame: Frame): Uint8Array {
+    if (this.#readCache?.path !== segment.path) {
+      this.#readCache?.file.close();
+      this.#readCache = { path: segment.path, file: Deno.openSync(segment.path, { read: true }) };
+    }
+    const file = this.#readCache.file;
+    const header = readExactly(file, frame.offset, FRAME_HEADER_BYTES);
+    const payloadBytes = new DataView(header.buffer).getUint32(8, true);
+    return readExactly(file, frame.offset, FRAME_HEADER_BYTES + payloadBytes);
+  }
+
+  async #sync(): Promise<void> {
+    if (this.#syncing) return;
+    const file = this.#file;
+    const dirty = this.#dirty;
+    this.#dirty = false;
+    this.#syncing = (async () => {
+      try {
+        if (this.#unwritten.length > 0) this.#writeUnwritten();
+        if (dirty && file) await file.sync();
+        this.#savePositions();
+      } catch (error) {
+        this.#writeErrors.error("spool sync failed in {dir}: {error}", {
+          dir: this.dir,
+          error: (error as Error).message,
+        });
+      } finally {
+        this.#syncing = undefined;
+      }
+    })();
+    await this.#syncing;
+  }
+
+  #syncNow(): void {
+    try {
+      if (this.#dirty && this.#file) this.#file.syncSync();
+      this.#dirty = false;
+      this.#savePositions();
+    } catch (error) {
+      this.#writeErrors.error("spool sync failed in {dir}: {error}", {
+        dir: this.dir,
+        error: (error as Error).message,
+      });
+    }
+  }
+
+  #savePositions(): void {
+    if (!this.#positionsChanged) return;
+    this.#positionsChanged = false;
+    const body = JSON.stringify({ version: 1, positions: Object.fromEntries(this.#positions) });
+    const temporary = `${this.dir}/${POSITIONS_FILE}.tmp`;
+    Deno.writeTextFileSync(temporary, body + "\n");
+    Deno.renameSync(temporary, `${this.dir}/${POSITIONS_FILE}`);
+  }
+}
+
+/** Encodes records as one frame: header, then each record behind its length. */
+export function encodeFrame(records: readonly Uint8Array[]): Uint8Array {
+  let payloadBytes = 0;
+  for (const record of records) payloadBytes += RECORD_HEADER_BYTES + record.length;
+  const frame = new Uint8Array(FRAME_HEADER_BYTES + payloadBytes);
+  const view = new DataView(frame.buffer);
+  let offset = FRAME_HEADER_BYTES;
+  for (const record of records) {
+    view.setUint32(offset, record.length, true);
+    frame.set(record, offset + RECORD_HEADER_BYTES);
+    offset += RECORD_HEADER_BYTES + record.length;
+  }
+  view.setUint32(0, MAGIC, true);
+  view.setUint32(4, records.length, true);
+  view.setUint32(8, payloadBytes, true);
+  view.setUint32(12, crc32(frame.subarray(FRAME_HEADER_BYTES)), true);
+  return frame;
+}
+
+/** The records of a whole frame, or `undefined` if it is cut short or damaged. */
+export function decodeFrame(frame: Uint8Array): Uint8Array[] | undefined {
+  if (frame.length < FRAME_HEADER_BYTES) return undefined;
+  const view = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
+  if (view.getUint32(0, true) !== MAGIC) return undefined;
+  const count = view.getUint32(4, true);
+  const payloadBytes = view.getUint32(8, true);
+  if (frame.length < FRAME_HEADER_BYTES + payloadBytes) return undefined;
+  const payload = frame.subarray(FRAME_HEADER_BYTES, FRAME_HEADER_BYTES + payloadBytes);
+  if (crc32(payload) !== view.getUint32(12, true)) return undefined;
+  const records: Uint8Array[] = [];
+  let offset = 0;
+  while (offset < payload.length) {
+    if (offset + RECORD_HEADER_BYTES > payload.length) return undefined;
+    const length = new DataView(payload.buffer, payload.byteOffset + offset, 4).getUint32(0, true);
+    const start = offset + RECORD_HEADER_BYTES;
+    if (start + length > payload.length) return undefined;
+    records.push(payload.subarray(start, start + length));
+    offset = start + length;
+  }
+  return records.length === count ? records : undefined;
+}
+
+/**
+ * The directory's segments, oldest first, and the index after the last record any of them
+ * (even an empty one, which is deleted) accounts for.
+ */
+function scanSegments(dir: string): { segments: Segment[]; next: number } {
+  const names = [...Deno.readDirSync(dir)]
+    .filter((entry) => entry.isFile && /^[0-9]{16}\.spool$/.test(entry.name))
+    .map((entry) => entry.name)
+    .sort();
+  const segments: Segment[] = [];
+  let next = 0;
+  for (const name of names) {
+    const segment = scanSegment(`${dir}/${name}`, Number(name.slice(0, 16)));
+    next = Math.max(next, segment.first + segment.count);
+    if (segment.count === 0) {
+      // Created just before a crash; a new segment with the same name replaces it.
+      Deno.removeSync(segment.path);
+      continue;
+    }
+    const previous = segments.at(-1);
+    if (previous && previous.first + previous.count !== segment.first) {
+      log.error(
+        "spool segment {path} does not follow the one before it ({expected} expected); " +
+          "the events between were lost",
+        { path: segment.path, expected: previous.first + previous.count },
+      );
+    }
+    segments.push(segment);
+  }
+  return { segments, next };
+}
+
+/**
+ * Reads a segment's frames. A frame whose header and length are whole but whose CRC fails is
+ * kept (reading it reports the damage); a frame cut short, as a crash mid-write leaves the
+ * last one, is cut off with anything after it.
+ */
+function scanSegment(path: string, first: number): Segment {
+  const data = Deno.readFileSync(path);
+  const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
+  const frames: Frame[] = [];
+  let offset = 0;
+  let index = first;
+  while (offset + FRAME_HEADER_BYTES <= data.length && view.getUint32(offset, true) === MAGIC) {
+    const count = view.getUint32(offset + 4, true);
+    const end = offset + FRAME_HEADER_BYTES + view.getUint32(offset + 8, true);
+    if (end > data.length) break;
+    if (!decodeFrame(data.subarray(offset, end))) {
+      log.error("spool segment {path}: the frame at byte {offset} is damaged", { path, offset });
+    }
+    frames.push({ index, count, offset });
+    index += count;
+    offset = end;
+  }
+  if (offset < data.length) {
+    log.warn("spool segment {path}: {bytes} bytes after the last whole frame were cut off", {
+      path,
+      bytes: data.length - offset,
+    });
+    Deno.truncateSync(path, offset);
+  }
+  return { first, path, count: index - first, bytes: offset, frames };
+}
+
+function readPositions(dir: string): Map<string, number> {
+  let text: string;
+  try {
+    text = Deno.readTextFileSync(`${dir}/${POSITIONS_FILE}`);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return new Map();
+    throw error;
+  }
+  try {
+    const parsed = JSON.parse(text) as { positions?: Record<string, unknown> };
+    const positions = new Map<string, number>();
+    for (const [reader, value] of Object.entries(parsed.positions ?? {})) {
+      if (typeof value === "number" && Number.isSafeInteger(value) && value >= 0) {
+        positions.set(reader, value);
+      }
+    }
+    return positions;
+  } catch {
+    log.error("{path} is damaged; every reader replays the whole spool", {
+      path: `${dir}/${POSITIONS_FILE}`,
+    });
+    return new Map();
+  }
+}
+
+function writeAll(file: Deno.FsFile, bytes: Uint8Array): void {
+  let written = 0;
+  while (written < bytes.length) written += file.writeSync(bytes.subarray(written));
+}
+
+function readExactly(file: Deno.FsFile, offset: number, length: number): Uint8Array {
+  const bytes = new Uint8Array(length);
+  file.seekSync(offset, Deno.SeekMode.Start);
+  let read = 0;
+  while (read < length) {
+    const n = file.readSync(bytes.subarray(read));
+    if (n === null) break;
+    read += n;
+  }
+  return bytes.subarray(0, read);
+}
+
+/** Makes a new file's directory entry durable (best effort: not every filesystem allows it). */
+function syncDirectory(dir: string): void {
+  try {
+    const handle = Deno.openSync(dir, { read: true });
+    try {
+      handle.syncSync();
+    } finally {
+      handle.close();
+    }
+  } catch {
+    // fsync on a directory is refused by some filesystems; the data files are still synced.
+  }
+}
+
+function findLast<T>(items: readonly T[], test: (item: T) => boolean): T | undefined {
+  let low = 0;
+  let high = items.length - 1;
+  let found: T | undefined;
+  while (low <= high) {
+    const middle = (low + high) >> 1;
+    if (test(items[middle])) {
+      found = items[middle];
+      low = middle + 1;
+    } else {
+      high = middle - 1;
+    }
+  }
+  return found;
+}

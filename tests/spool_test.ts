@@ -1,0 +1,219 @@
+import * as assert from "node:assert/strict";
+import { waitFor } from "./support/wait.ts";
+import { decodeFrame, encodeFrame, Spool, type SpoolOptions } from "../src/spool.ts";
+
+const text = new TextEncoder();
+const untext = new TextDecoder();
+
+function records(from: number, count: number): Uint8Array[] {
+  return Array.from({ length: count }, (_, i) => text.encode(`record-${from + i}`));
+}
+
+function contents(spool: Spool, from = 0, max = 1_000_000): string[] {
+  return spool.read(from, max).map((record) => `${record.index}:${untext.decode(record.bytes)}`);
+}
+
+function expected(from: number, to: number): string[] {
+  return Array.from({ length: to - from }, (_, i) => `${from + i}:record-${from + i}`);
+}
+
+function segmentFiles(dir: string): string[] {
+  return [...Deno.readDirSync(dir)].map((e) => e.name).filter((n) => n.endsWith(".spool")).sort();
+}
+
+async function withSpoolDir(run: (dir: string) => Promise<void> | void): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "tbg-spool-" });
+  try {
+    await run(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+const small = (dir: string, extra: Partial<SpoolOptions> = {}): SpoolOptions => ({
+  dir,
+  maxBytes: 1024 * 1024,
+  fsyncIntervalMs: 1000,
+  readers: ["a", "b"],
+  segmentBytes: 200,
+  ...extra,
+});
+
+Deno.test("a frame round-trips and a damaged or cut frame is refused", () => {
+  const frame = encodeFrame(records(0, 3));
+  assert.deepEqual(decodeFrame(frame)?.map((r) => untext.decode(r)), [
+    "record-0",
+    "record-1",
+    "record-2",
+  ]);
+  assert.equal(decodeFrame(frame.subarray(0, frame.length - 1)), undefined);
+  const flipped = frame.slice();
+  flipped[frame.length - 2] ^= 1;
+  assert.equal(decodeFrame(flipped), undefined);
+});
+
+Deno.test("records are numbered in order and read back across segments", async () => {
+  await withSpoolDir(async (dir) => {
+    const spool = Spool.open(small(dir));
+    assert.equal(spool.append(records(0, 10)), 0);
+    assert.equal(spool.append(records(10, 5)), 10);
+    assert.equal(spool.append([]), 15);
+    assert.equal(spool.append(records(15, 20)), 15);
+    assert.equal(spool.head, 35);
+    assert.ok(segmentFiles(dir).length >= 2, "segments roll over at segmentBytes");
+    assert.deepEqual(contents(spool), expected(0, 35));
+    assert.deepEqual(contents(spool, 12, 5), expected(12, 17));
+    assert.deepEqual(contents(spool, 35), []);
+    await spool.close();
+  });
+});
+
+Deno.test("a reopened spool keeps its records, head and reader positions", async () => {
+  await withSpoolDir(async (dir) => {
+    const first = Spool.open(small(dir));
+    first.append(records(0, 30));
+    first.confirm("a", 12);
+    await first.close();
+
+    const second = Spool.open(small(dir));
+    assert.equal(second.head, 30);
+    assert.equal(second.position("a"), 12);
+    assert.equal(second.position("b"), 0);
+    assert.deepEqual(contents(second), expected(0, 30));
+    assert.equal(second.append(records(30, 1)), 30, "numbering continues");
+    await second.close();
+  });
+});
+
+Deno.test("segments every reader is past are deleted, and numbering survives an empty spool", async () => {
+  await withSpoolDir(async (dir) => {
+    const spool = Spool.open(small(dir));
+    spool.append(records(0, 10));
+    spool.append(records(10, 10));
+    spool.append(records(20, 10));
+    const before = segmentFiles(dir).length;
+    spool.confirm("a", 30);
+    assert.equal(segmentFiles(dir).length, before, "b still needs them");
+    spool.confirm("b", 30);
+    assert.equal(segmentFiles(dir).length, 1, "only the segment being written stays");
+    assert.equal(spool.stats().behind.a, 0);
+    await spool.close();
+
+    const reopened = Spool.open(small(dir));
+    assert.equal(reopened.head, 30);
+    assert.equal(reopened.position("b"), 30);
+    assert.deepEqual(contents(reopened, reopened.position("a")), []);
+    await reopened.close();
+  });
+});
+
+Deno.test("a frame cut short by a crash is removed and writing goes on after it", async () => {
+  await withSpoolDir(async (dir) => {
+    const spool = Spool.open(small(dir, { segmentBytes: 1024 * 1024 }));
+    spool.append(records(0, 5));
+    spool.append(records(5, 5));
+    await spool.close();
+    const [segment] = segmentFiles(dir);
+    const frame = encodeFrame(records(10, 5));
+    const file = await Deno.open(`${dir}/${segment}`, { append: true });
+    await file.write(frame.subarray(0, frame.length - 3));
+    file.close();
+
+    const reopened = Spool.open(small(dir, { segmentBytes: 1024 * 1024 }));
+    assert.equal(reopened.head, 10);
+    assert.equal(reopened.append(records(10, 2)), 10);
+    assert.deepEqual(contents(reopened), expected(0, 12));
+    await reopened.close();
+  });
+});
+
+Deno.test("a damaged frame in the middle is reported as empty records, its neighbours intact", async () => {
+  await withSpoolDir(async (dir) => {
+    const spool = Spool.open(small(dir, { segmentBytes: 1024 * 1024 }));
+    spool.append(records(0, 3));
+    spool.append(records(3, 3));
+    spool.append(records(6, 3));
+    await spool.close();
+    const [segment] = segmentFiles(dir);
+    const bytes = await Deno.readFile(`${dir}/${segment}`);
+    const secondFrame = encodeFrame(records(0, 3)).length;
+    bytes[secondFrame + 20] ^= 0xff;
+    await Deno.writeFile(`${dir}/${segment}`, bytes);
+
+    const reopened = Spool.open(small(dir, { segmentBytes: 1024 * 1024 }));
+    assert.equal(reopened.head, 9);
+    const read = reopened.read(0, 100).map((r) => untext.decode(r.bytes));
+    assert.deepEqual(read, [
+      "record-0",
+      "record-1",
+      "record-2",
+      "",
+      "",
+      "",
+      "record-6",
+      "record-7",
+      "record-8",
+    ]);
+    await reopened.close();
+  });
+});
+
+Deno.test("a full spool deletes its oldest segments and moves lagging readers to the tail", async () => {
+  await withSpoolDir(async (dir) => {
+    const options = small(dir, { maxBytes: 4 * 1024, segmentBytes: 512 });
+    const spool = Spool.open(options);
+    for (let i = 0; i < 100; i++) {
+      spool.append(records(i * 10, 10));
+      spool.confirm("a", spool.head);
+    }
+    const stats = spool.stats();
+    assert.ok(stats.bytes <= options.maxBytes, `${stats.bytes} bytes on disk`);
+    assert.ok(stats.tail > 0, "old records were evicted");
+    assert.equal(spool.position("a"), 1000, "the reader that kept up lost nothing");
+    assert.equal(spool.position("b"), stats.tail, "the lagging reader moved to the tail");
+    assert.deepEqual(contents(spool, 0), expected(stats.tail, 1000));
+    const onDisk = segmentFiles(dir).reduce(
+      (sum, name) => sum + Deno.statSync(`${dir}/${name}`).size,
+      0,
+    );
+    assert.equal(onDisk, stats.bytes);
+    await spool.close();
+  });
+});
+
+Deno.test("a reader new to the directory starts at the oldest record", async () => {
+  await withSpoolDir(async (dir) => {
+    const spool = Spool.open(small(dir, { readers: ["a"] }));
+    spool.append(records(0, 5));
+    await spool.close();
+    const reopened = Spool.open(small(dir, { readers: ["a", "c"] }));
+    assert.equal(reopened.position("c"), 0);
+    assert.equal(reopened.stats().behind.c, 5);
+    await reopened.close();
+  });
+});
+
+Deno.test("positions are saved on the timer, without a close", async () => {
+  await withSpoolDir(async (dir) => {
+    const spool = Spool.open(small(dir, { fsyncIntervalMs: 10 }));
+    spool.append(records(0, 5));
+    spool.confirm("a", 4);
+    const saved = await waitFor(async () => {
+      const parsed = JSON.parse(await Deno.readTextFile(`${dir}/positions.json`));
+      return parsed.positions?.a === 4 && parsed;
+    }, { what: "positions.json with a at 4" });
+    assert.equal(saved.positions?.a, 4);
+    await spool.close();
+  });
+});
+
+Deno.test("a directory that cannot be used stops start-up naming SPOOL_DIR", async () => {
+  await withSpoolDir((dir) => {
+    const file = `${dir}/not-a-directory`;
+    Deno.writeTextFileSync(file, "");
+    assert.throws(
+      () => Spool.open(small(`${file}/spool`)),
+      (error: Error) => error.message.includes(file) && error.message.includes("SPOOL_DIR"),
+    );
+  });
+});
