@@ -391,8 +391,11 @@ class Child {
       stdout: "piped",
       stderr: "piped",
     }).spawn();
+    // BENCH_COLLECTOR_LOG=FILE keeps all its output (with STATS_INTERVAL=1, a line a second).
+    const log = Deno.env.get("BENCH_COLLECTOR_LOG");
     const drain = async (stream: ReadableStream<Uint8Array>) => {
       for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+        if (log) Deno.writeTextFileSync(log, chunk, { append: true });
         this.#output += chunk;
         // Keep memory bounded if something logs without end.
         if (this.#output.length > 4_000_000) this.#output = this.#output.slice(-2_000_000);
@@ -448,11 +451,16 @@ class Child {
 }
 
 /** The `deno run ...` arguments of the `start` task in deno.json. */
+/**
+ * The `start` task's `deno run ...` arguments; `BENCH_DENO_FLAGS` (e.g. `--inspect=127.0.0.1:9229`
+ * to profile it, see bench/profile.ts) go right after `run`.
+ */
 function startTaskArgs(): string[] {
   const config = JSON.parse(Deno.readTextFileSync(`${root}deno.json`));
-  const [program, ...args] = (config.tasks.start as string).split(/\s+/);
+  const [program, command, ...args] = (config.tasks.start as string).split(/\s+/);
   if (program !== "deno") throw new Error(`unexpected start task: ${config.tasks.start}`);
-  return args;
+  const extra = (Deno.env.get("BENCH_DENO_FLAGS") ?? "").split(/\s+/).filter(Boolean);
+  return [command, ...extra, ...args];
 }
 
 async function run(cmd: string, args: string[]): Promise<string> {

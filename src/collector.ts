@@ -96,6 +96,7 @@ export class Collector {
       datagrams.push(bytes);
     });
     if (events.length > 0) this.#outlet.accept(events, datagrams);
+    batch.settle?.();
   }
 
   /** Processes datagrams given directly (tests, tools). */

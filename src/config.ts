@@ -193,7 +193,7 @@ export const VARIABLES = {
     parse: number({ min: 1, max: Number.MAX_SAFE_INTEGER, integer: true }),
   },
   MAX_PENDING_EVENTS: {
-    fallback: "100000",
+    fallback: "50000",
     parse: number({ min: 1000, max: 100_000_000, integer: true }),
   },
   STATS_INTERVAL: { fallback: "60", parse: seconds(0, 86_400) },

@@ -22,6 +22,8 @@ export interface DatagramBatch {
   readonly lastRefusedUid: number;
   /** pid of the last refused datagram's sender; -1 if unknown, 0 if not visible to us. */
   readonly lastRefusedPid: number;
+  /** Called once the batch has been ingested, to free what held it (memory or a file). */
+  readonly settle?: () => void;
 }
 
 /**

@@ -92,8 +92,8 @@ class SinkFeeder {
     this.#handed += events.length;
   }
 
-  /** Moves the position to what the sink has settled; feeds it from the spool if behind. */
-  tick(): void {
+  /** Moves the position to what the sink has settled, past any gap in front of it. */
+  settle(): void {
     const stats = this.sink.stats();
     const settled = stats.written + stats.dropped;
     while (this.#gaps.length > 0 && this.#gaps[0].after <= settled) {
@@ -108,24 +108,30 @@ class SinkFeeder {
         lost,
       });
     }
-    const room = this.#memoryLimit - stats.pending;
-    if (!this.replaying || room < this.#memoryLimit / 2) return;
-    const records = this.#spool.read(this.#next, room);
+  }
+
+  /** Index of the next record this sink needs. */
+  get next(): number {
+    return this.#next;
+  }
+
+  /** How many events it may be handed now, or 0 if it should not be fed from the spool yet. */
+  replayRoom(): number {
+    if (!this.replaying) return 0;
+    const room = this.#memoryLimit - this.sink.stats().pending;
+    return room < this.#memoryLimit / 2 ? 0 : room;
+  }
+
+  /** Hands the sink spooled events from {@link next} on; `undefined` marks one that no longer decodes. */
+  replay(items: readonly (MiningEvent | undefined)[]): void {
     const events: MiningEvent[] = [];
-    for (const record of records) {
-      const decoded = decodeDatagram(record.bytes, false);
-      if (decoded.ok) {
-        events.push(decoded.event);
+    for (const item of items) {
+      if (item !== undefined) {
+        events.push(item);
         continue;
       }
-      // Only a damaged file or a stricter schema since the event was spooled gets here.
       this.#flushEvents(events);
       this.#skip(1);
-      log.error("spooled event {index} no longer decodes ({reason}); {sink} skips it", {
-        index: record.index,
-        reason: decoded.reason,
-        sink: this.sink.name,
-      });
     }
     this.#flushEvents(events);
     if (!this.replaying) {
@@ -219,7 +225,37 @@ export class Delivery implements EventOutlet {
     };
   }
 
+  /**
+   * Moves every position, then feeds the sinks that are behind from the spool. Sinks behind
+   * at the same place (both are, when the centre is the bottleneck) share one read and one
+   * decode of each record.
+   */
   #tick(): void {
-    for (const feeder of this.#feeders) feeder.tick();
+    const groups = new Map<number, { room: number; feeders: SinkFeeder[] }>();
+    for (const feeder of this.#feeders) {
+      feeder.settle();
+      const room = feeder.replayRoom();
+      if (room === 0) continue;
+      const group = groups.get(feeder.next);
+      if (group) {
+        group.room = Math.min(group.room, room);
+        group.feeders.push(feeder);
+      } else {
+        groups.set(feeder.next, { room, feeders: [feeder] });
+      }
+    }
+    for (const [from, { room, feeders }] of groups) {
+      const items = this.spool.read(from, room).map((record) => {
+        const decoded = decodeDatagram(record.bytes, false);
+        if (decoded.ok) return decoded.event;
+        // Only a damaged file or a stricter schema since the event was spooled gets here.
+        log.error("spooled event {index} no longer decodes ({reason}); it is skipped", {
+          index: record.index,
+          reason: decoded.reason,
+        });
+        return undefined;
+      });
+      for (const feeder of feeders) feeder.replay(items);
+    }
   }
 }

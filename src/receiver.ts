@@ -3,9 +3,12 @@
  *
  * @module
  */
+import { getLogger } from "@logtape/logtape";
 import { bindDatagramSocket, closeSocket, unlinkSocket } from "../ffi/unix_datagram.ts";
 import type { DatagramBatch } from "./datagram_batch.ts";
 import type { ReceiverWorkerMessage, ReceiverWorkerStart } from "./receiver_worker.ts";
+
+const log = getLogger(["tbg", "receiver"]);
 
 /** Options for {@link startReceiver}. */
 export interface ReceiverOptions {
@@ -22,7 +25,15 @@ export interface ReceiverOptions {
   readonly allowedSenderUids?: readonly number[];
   /** Requested `SO_RCVBUF` in bytes. */
   readonly receiveBufferBytes: number;
-  /** Called on the main thread for each batch, in arrival order. */
+  /**
+   * Directory for batches the main thread has no room for in memory (see
+   * `receiver_worker.ts`); batches left there by a previous run are handed over first.
+   * Unset keeps every batch in memory.
+   */
+  readonly overflowDir?: string;
+  /** Bytes of unsettled batches held in memory before the overflow directory is used. */
+  readonly overflowAfterBytes?: number;
+  /** Called on the main thread for each batch, in arrival order; call `settle` after it. */
   readonly onBatch: (batch: DatagramBatch) => void;
   /** Called if the receive thread fails; it has stopped by then. */
   readonly onError: (message: string) => void;
@@ -47,6 +58,73 @@ const SLOTS = 256;
  * this arrives cut and is rejected as oversized.
  */
 export const MAX_DATAGRAM_BYTES = 16 * 1024;
+/** Bytes of batches held in memory before later ones go to files in the overflow directory. */
+export const OVERFLOW_AFTER_BYTES = 8 * 1024 * 1024;
+
+const OVERFLOW_FILE = /^[0-9]{15}-[0-9]{12}\.batch$/;
+
+/** A batch handed over through a file: read when the centre gets to it, deleted after. */
+function fileBatch(file: string, batch: Omit<DatagramBatch, "buffer" | "settle">): DatagramBatch {
+  let buffer: ArrayBuffer | undefined;
+  let count = batch.count;
+  return {
+    ...batch,
+    get buffer() {
+      if (buffer === undefined) {
+        try {
+          buffer = Deno.readFileSync(file).buffer;
+        } catch (error) {
+          log.error("overflow batch {file} is unreadable, {count} datagrams lost: {error}", {
+            file,
+            count,
+            error: (error as Error).message,
+          });
+          buffer = new ArrayBuffer(0);
+          count = 0;
+        }
+      }
+      return buffer;
+    },
+    get count() {
+      return count;
+    },
+    settle: () => {
+      try {
+        Deno.removeSync(file);
+      } catch {
+        // already gone
+      }
+    },
+  };
+}
+
+/** Batches a previous run left in the overflow directory (its crash stopped it). */
+function leftoverBatches(dir: string): DatagramBatch[] {
+  const names = [...Deno.readDirSync(dir)]
+    .filter((entry) => entry.isFile && OVERFLOW_FILE.test(entry.name))
+    .map((entry) => entry.name)
+    .sort();
+  if (names.length > 0) {
+    log.info("taking {count} received batches a previous run left in {dir}", {
+      count: names.length,
+      dir,
+    });
+  }
+  return names.map((name) => {
+    const file = `${dir}/${name}`;
+    // The count is in the file: walk its headers (length, flags) once.
+    const bytes = Deno.readFileSync(file);
+    const view = new DataView(bytes.buffer);
+    let count = 0;
+    for (let at = 0; at + 8 <= bytes.length; at += 8 + view.getUint32(at, true)) count++;
+    return fileBatch(file, {
+      count,
+      refusedSenders: 0,
+      lastRefusedUid: -1,
+      lastRefusedPid: -1,
+    });
+  });
+}
 
 /** Binds the socket at `options.path` and starts receiving on a dedicated thread. */
 export function startReceiver(options: ReceiverOptions): Receiver {
@@ -55,7 +133,13 @@ export function startReceiver(options: ReceiverOptions): Receiver {
     receiveBufferBytes: options.receiveBufferBytes,
     group: options.group,
   });
+  if (options.overflowDir) {
+    Deno.mkdirSync(options.overflowDir, { recursive: true, mode: 0o750 });
+    for (const batch of leftoverBatches(options.overflowDir)) options.onBatch(batch);
+  }
   const stopFlag = new SharedArrayBuffer(4);
+  const held = new SharedArrayBuffer(4);
+  const heldBytes = new Int32Array(held);
   const worker = new Worker(new URL("./receiver_worker.ts", import.meta.url).href, {
     type: "module",
     name: "receiver",
@@ -74,7 +158,11 @@ export function startReceiver(options: ReceiverOptions): Receiver {
   worker.onmessage = (event: MessageEvent<ReceiverWorkerMessage>) => {
     const message = event.data;
     if (message.type === "batch") {
-      options.onBatch(message);
+      const bytes = message.buffer.byteLength;
+      options.onBatch({ ...message, settle: () => Atomics.sub(heldBytes, 0, bytes) });
+    } else if (message.type === "file") {
+      const { file, type: _, ...batch } = message;
+      options.onBatch(fileBatch(file, batch));
     } else {
       close();
       if (message.type === "error") options.onError(message.message);
@@ -91,6 +179,9 @@ export function startReceiver(options: ReceiverOptions): Receiver {
     slots: SLOTS,
     slotBytes: MAX_DATAGRAM_BYTES,
     allowedSenderUids: options.allowedSenderUids ?? [],
+    held,
+    overflowDir: options.overflowDir,
+    memoryBytes: options.overflowAfterBytes ?? OVERFLOW_AFTER_BYTES,
   };
   worker.postMessage(start);
   return {

@@ -3,6 +3,11 @@
  * main thread, so nothing the sinks do can keep datagrams waiting in the kernel queue.
  * Datagrams from senders whose uid is not allowed are counted here and never copied.
  *
+ * When the main thread falls behind by more than `memoryBytes` of batches it has not yet
+ * ingested, further batches are written to files in `overflowDir` and handed over by name, so
+ * a main thread that cannot keep up costs disk space, not memory, and never makes this thread
+ * stop reading the socket.
+ *
  * Protocol: the main thread posts {@link ReceiverWorkerStart}; this thread answers with
  * {@link ReceiverWorkerMessage}s. Setting the shared stop flag makes it drain what is still
  * queued, post `drained` and return.
@@ -22,11 +27,17 @@ export interface ReceiverWorkerStart {
   readonly slotBytes: number;
   /** uids whose datagrams are kept; empty keeps every datagram. */
   readonly allowedSenderUids: readonly number[];
+  /** Int32: bytes of batches handed over in memory and not yet settled by the main thread. */
+  readonly held: SharedArrayBuffer;
+  /** Where batches go once `memoryBytes` are held; unset keeps every batch in memory. */
+  readonly overflowDir?: string;
+  readonly memoryBytes: number;
 }
 
 /** Messages this thread posts. */
 export type ReceiverWorkerMessage =
   | ({ readonly type: "batch" } & DatagramBatch)
+  | ({ readonly type: "file"; readonly file: string } & Omit<DatagramBatch, "buffer">)
   | { readonly type: "drained" }
   | { readonly type: "error"; readonly message: string };
 
@@ -35,10 +46,41 @@ const HANDOVER_BYTES = 256 * 1024;
 /** ...or once the oldest gathered datagram has waited this long, or the queue is empty. */
 const HANDOVER_DELAY_MS = 1;
 
-function post(builder: DatagramBatchBuilder): void {
-  const batch = builder.take();
-  const message: ReceiverWorkerMessage = { type: "batch", ...batch };
-  self.postMessage(message, [batch.buffer]);
+/** Hands batches over, in memory while the main thread keeps up, else through files. */
+class Handover {
+  readonly #held: Int32Array;
+  readonly #overflowDir: string | undefined;
+  readonly #memoryBytes: number;
+  /** Sorts after every file of an earlier start, so leftovers are taken in order. */
+  readonly #prefix = String(Date.now()).padStart(15, "0");
+  #files = 0;
+
+  constructor({ held, overflowDir, memoryBytes }: ReceiverWorkerStart) {
+    this.#held = new Int32Array(held);
+    this.#overflowDir = overflowDir;
+    this.#memoryBytes = memoryBytes;
+  }
+
+  post(builder: DatagramBatchBuilder): void {
+    const batch = builder.take();
+    const bytes = batch.buffer.byteLength;
+    if (this.#overflowDir && Atomics.load(this.#held, 0) + bytes > this.#memoryBytes) {
+      const file = `${this.#overflowDir}/${this.#prefix}-${
+        String(++this.#files).padStart(12, "0")
+      }.batch`;
+      try {
+        Deno.writeFileSync(file, new Uint8Array(batch.buffer));
+        const { buffer: _, ...rest } = batch;
+        self.postMessage({ type: "file", file, ...rest } satisfies ReceiverWorkerMessage);
+        return;
+      } catch {
+        // No room on disk: memory it is, as if there were no overflow directory.
+      }
+    }
+    Atomics.add(this.#held, 0, bytes);
+    const message: ReceiverWorkerMessage = { type: "batch", ...batch };
+    self.postMessage(message, [batch.buffer]);
+  }
 }
 
 /**
@@ -68,9 +110,9 @@ function gather(
  * while it holds nothing, and hands over when the kernel queue is empty, enough bytes are
  * gathered, or the oldest datagram has waited {@link HANDOVER_DELAY_MS}.
  */
-function run(
-  { fd, stop, slots, slotBytes, allowedSenderUids }: ReceiverWorkerStart,
-): void {
+function run(start: ReceiverWorkerStart): void {
+  const { fd, stop, slots, slotBytes, allowedSenderUids } = start;
+  const handover = new Handover(start);
   const stopFlag = new Int32Array(stop);
   const receiver = new BatchReceiver(fd, slots, slotBytes);
   const builder = new DatagramBatchBuilder();
@@ -88,13 +130,13 @@ function run(
       (count === 0 || builder.byteLength >= HANDOVER_BYTES ||
         performance.now() - oldest >= HANDOVER_DELAY_MS)
     ) {
-      post(builder);
+      handover.post(builder);
     }
   }
   for (let count = receiver.receive(false); count > 0; count = receiver.receive(false)) {
     gather(receiver, count, builder, allowed);
   }
-  if (!builder.empty) post(builder);
+  if (!builder.empty) handover.post(builder);
 }
 
 self.onmessage = (event: MessageEvent<ReceiverWorkerStart>) => {

@@ -57,8 +57,12 @@ export function statsLine(collector: Collector, delivery: Delivery): string {
     return `${sink.name}: written=${s.written} pending=${s.pending} retried=${s.retried} ` +
       `dropped=${s.dropped} behind=${sinks[i].behind} lost=${sinks[i].lost}`;
   });
+  const memory = Deno.memoryUsage();
+  const mb = (bytes: number) => Math.round(bytes / 1048576);
   return `received=${counters.received} accepted=${counters.accepted} invalid=${invalid} ` +
-    `lost=${counters.lost} | ${parts.join(" | ")} | spool: bytes=${spool.bytes}`;
+    `lost=${counters.lost} | ${parts.join(" | ")} | spool: bytes=${spool.bytes} | ` +
+    `memory: rss=${mb(memory.rss)}MB heap=${mb(memory.heapUsed)}/${mb(memory.heapTotal)}MB ` +
+    `external=${mb(memory.external)}MB`;
 }
 
 /**
@@ -117,6 +121,7 @@ export function startService(
       receiveBufferBytes: config.socketReceiveBuffer,
       group: config.socketGroup,
       allowedSenderUids: config.allowedSenderUids,
+      overflowDir: `${config.spoolDir}/intake`,
       onBatch: (batch) => collector.enqueue(batch),
       onError: (message) => {
         receiving = false;

@@ -26,6 +26,8 @@ import {
   type KnownEventType,
   MAX_DATA_DEPTH,
   type MiningEvent,
+  parseEvent,
+  parseEventWithSchemas,
 } from "../src/events.ts";
 import { createPostgresSink } from "../src/sinks/postgres.ts";
 import { createRedisSink, streamKey } from "../src/sinks/redis.ts";
@@ -580,6 +582,51 @@ Deno.test("fuzz: decoding never throws, and whatever it accepts every sink can s
         return;
       }
       checkEvent(result.event, JSON.parse(decoder.decode(bytes)));
+    }),
+    10_000,
+  );
+});
+
+Deno.test("fuzz: the fast path decides exactly as the schemas do, key order included", () => {
+  const cases = fc.oneof(
+    datagram.map(({ bytes }) => bytes),
+    // Values near each fast check's edges, inside a valid share.
+    fc.record({
+      field: fc.constantFrom("user", "client_id", "diff", "accepted", "extra"),
+      value: fc.oneof(
+        fc.constantFrom(null, true, "", -0, 0, -1, 1.5, 2 ** 53, 2 ** 53 - 1, 1e308, [], {}),
+        fc.string({ minLength: 1020, maxLength: 1030 }),
+        fc.double(),
+      ),
+    }).map(({ field, value }) =>
+      encoder.encode(JSON.stringify({
+        event: "share_submitted",
+        ts: 1_767_225_600.5,
+        source: "hosted",
+        seq: 1,
+        emitter: "ab",
+        data: { user: "u", [field]: value },
+      }))
+    ),
+  );
+  check(
+    fc.property(cases, (bytes) => {
+      let value: unknown;
+      try {
+        value = JSON.parse(decoder.decode(bytes));
+      } catch {
+        return;
+      }
+      const fast = parseEvent(value, bytes);
+      const reference = parseEventWithSchemas(value, bytes);
+      assert.equal(fast.ok, reference.ok);
+      // JSON text compares values and key order; deepEqual tells -0 from 0.
+      if (fast.ok && reference.ok) {
+        assert.equal(JSON.stringify(fast.event), JSON.stringify(reference.event));
+        assert.deepEqual(fast.event, reference.event);
+      } else {
+        assert.deepEqual(fast, reference);
+      }
     }),
     10_000,
   );
