@@ -16,7 +16,7 @@ import { eventId } from "./event_identity.ts";
 const MAX_TEXT = 1024;
 
 /** How one payload field is checked, and the value a missing field gets. */
-type FieldKind = "text" | "nonNegative" | "count" | "flag";
+export type FieldKind = "text" | "nonNegative" | "count" | "flag";
 
 const zodField = {
   text: () => z.string().max(MAX_TEXT).default(""),
@@ -31,8 +31,8 @@ type ZodShape<F extends FieldsOf<FieldKind>> = {
   -readonly [K in keyof F]: ReturnType<(typeof zodField)[F[K]]>;
 };
 
-/** The payload fields of the event types ckpool emits, by event name. */
-const CONTRACT = {
+/** The payload fields of the event types ckpool emits, by event name, and how each is checked. */
+export const EVENT_FIELDS = {
   share_submitted: {
     user: "text",
     worker: "text",
@@ -112,14 +112,14 @@ function schemaOf<F extends FieldsOf<FieldKind>>(fields: F) {
  * "valid, here is the result" or "ask zod").
  */
 export const dataSchemas = {
-  share_submitted: schemaOf(CONTRACT.share_submitted),
-  block_found: schemaOf(CONTRACT.block_found),
-  miner_connected: schemaOf(CONTRACT.miner_connected),
-  miner_disconnected: schemaOf(CONTRACT.miner_disconnected),
-  diff_updated: schemaOf(CONTRACT.diff_updated),
-  hashrate_update: schemaOf(CONTRACT.hashrate_update),
-  new_block_network: schemaOf(CONTRACT.new_block_network),
-  share_best_diff: schemaOf(CONTRACT.share_best_diff),
+  share_submitted: schemaOf(EVENT_FIELDS.share_submitted),
+  block_found: schemaOf(EVENT_FIELDS.block_found),
+  miner_connected: schemaOf(EVENT_FIELDS.miner_connected),
+  miner_disconnected: schemaOf(EVENT_FIELDS.miner_disconnected),
+  diff_updated: schemaOf(EVENT_FIELDS.diff_updated),
+  hashrate_update: schemaOf(EVENT_FIELDS.hashrate_update),
+  new_block_network: schemaOf(EVENT_FIELDS.new_block_network),
+  share_best_diff: schemaOf(EVENT_FIELDS.share_best_diff),
 } as const;
 
 /** Event types with a schema. */
@@ -295,7 +295,7 @@ function fastEvent(value: unknown): Omit<MiningEvent, "id"> | undefined {
   }
   let checked: Record<string, unknown> = { ...data };
   if (isKnownEventType(event)) {
-    const fields: FieldsOf<FieldKind> = CONTRACT[event];
+    const fields: FieldsOf<FieldKind> = EVENT_FIELDS[event];
     checked = {};
     for (const name in fields) {
       const field = fastField[fields[name]](data[name]);

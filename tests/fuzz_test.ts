@@ -21,7 +21,9 @@ import { DatagramBatchBuilder } from "../src/datagram_batch.ts";
 import { decodeDatagram, REJECT_REASONS, type RejectReason } from "../src/datagram.ts";
 import {
   dataSchemas,
+  EVENT_FIELDS,
   EVENT_SOURCES,
+  type FieldKind,
   KNOWN_EVENT_TYPES,
   type KnownEventType,
   MAX_DATA_DEPTH,
@@ -53,7 +55,7 @@ function check<Ts extends [unknown, ...unknown[]]>(
   }
 }
 
-// --- the contract, as the README states it ----------------------------------------------
+// --- the contract -------------------------------------------------------------------------
 
 const MAX_TEXT = 1024;
 const MAX_TS = 253402300799;
@@ -61,67 +63,18 @@ const MAX_TS = 253402300799;
 const MAX_DATAGRAM_BYTES = 16 * 1024;
 
 type Kind = "text" | "number" | "count" | "bool";
-const CONTRACT: Record<KnownEventType, Record<string, Kind>> = {
-  share_submitted: {
-    user: "text",
-    worker: "text",
-    client_id: "count",
-    diff: "number",
-    sdiff: "number",
-    accepted: "bool",
-    reject_reason: "text",
-    ip: "text",
-  },
-  block_found: {
-    user: "text",
-    worker: "text",
-    height: "count",
-    hash: "text",
-    diff: "number",
-    network_diff: "number",
-    reward_sats: "count",
-    coinbase_sig: "text",
-  },
-  miner_connected: {
-    user: "text",
-    worker: "text",
-    client_id: "count",
-    ip: "text",
-    useragent: "text",
-    initial_diff: "number",
-  },
-  miner_disconnected: {
-    user: "text",
-    worker: "text",
-    client_id: "count",
-    ip: "text",
-    session_duration: "number",
-    shares_session: "count",
-  },
-  diff_updated: {
-    user: "text",
-    worker: "text",
-    client_id: "count",
-    old_diff: "number",
-    new_diff: "number",
-  },
-  hashrate_update: {
-    user: "text",
-    worker: "text",
-    hashrate_1m: "number",
-    hashrate_5m: "number",
-    hashrate_1h: "number",
-    hashrate_1d: "number",
-  },
-  new_block_network: { height: "count", hash: "text", diff: "number", prev_hash: "text" },
-  share_best_diff: {
-    user: "text",
-    worker: "text",
-    new_best: "number",
-    prev_best: "number",
-    timeframe: "text",
-  },
+const KIND: Record<FieldKind, Kind> = {
+  text: "text",
+  nonNegative: "number",
+  count: "count",
+  flag: "bool",
 };
+const CONTRACT = Object.fromEntries(
+  Object.entries(EVENT_FIELDS).map(([type, fields]) => [
+    type,
+    Object.fromEntries(Object.entries(fields).map(([name, kind]) => [name, KIND[kind]])),
+  ]),
+) as Record<KnownEventType, Record<string, Kind>>;
 
 // --- JSON as a tree, so the text can hold what JSON.stringify never writes -----------------
 
