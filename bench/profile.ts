@@ -5,7 +5,9 @@
  *   BENCH_DENO_FLAGS=--inspect=127.0.0.1:9229 deno task bench --rates 100000 --duration 30 &
  *   deno run --allow-net --allow-write bench/profile.ts --port 9229 --after 10 --seconds 15
  *
- * `--out FILE` also writes the raw profile (`.cpuprofile`, for Chrome DevTools).
+ * `--out FILE` also writes the raw profile (`.cpuprofile`, for Chrome DevTools). The longest
+ * stretches the thread was busy without a break are listed too, with what filled them: what
+ * an event arriving then had to wait for.
  *
  * @module
  */
@@ -95,3 +97,39 @@ const print = (title: string, entries: Map<string, number>) => {
 console.log(`${(total / 1e6).toFixed(1)} s sampled`);
 print("self time by function", byFunction);
 print("self time by file", byFile);
+
+const nodes = new Map(profile.nodes.map((node) => [node.id, node]));
+const label = (id: number) => {
+  const { functionName, url, lineNumber } = nodes.get(id)!.callFrame;
+  const file = url.replace(/^.*\/(src|ffi|node_modules|ext|deno)\//, "$1/") || "(native)";
+  return `${functionName || "(anonymous)"} ${file}:${lineNumber + 1}`;
+};
+const stretches: { start: number; length: number; parts: Map<string, number> }[] = [];
+let clock = 0;
+let current: (typeof stretches)[number] | undefined;
+for (let i = 0; i < profile.samples.length; i++) {
+  clock += profile.timeDeltas[i];
+  const name = label(profile.samples[i]);
+  if (name.startsWith("(idle)")) {
+    if (current) stretches.push(current);
+    current = undefined;
+    continue;
+  }
+  current ??= { start: clock, length: 0, parts: new Map() };
+  current.length += profile.timeDeltas[i];
+  current.parts.set(name, (current.parts.get(name) ?? 0) + profile.timeDeltas[i]);
+}
+if (current) stretches.push(current);
+const busy = stretches.reduce((sum, stretch) => sum + stretch.length, 0);
+console.log(
+  `\nlongest busy stretches (of ${stretches.length}, ${(busy / 1e3).toFixed(0)} ms busy):`,
+);
+for (const stretch of stretches.sort((a, b) => b.length - a.length).slice(0, 12)) {
+  const top = [...stretch.parts].sort((a, b) => b[1] - a[1]).slice(0, 3)
+    .map(([name, time]) => `${name} ${(time / 1e3).toFixed(1)}`).join(", ");
+  console.log(
+    `${(stretch.length / 1e3).toFixed(1).padStart(6)} ms at ${
+      (stretch.start / 1e6).toFixed(2)
+    } s: ${top}`,
+  );
+}
