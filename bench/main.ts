@@ -738,6 +738,9 @@ async function runScenario(scenario: Scenario, sender: string, tmp: string): Pro
       SOCKET_PATH: socketPath,
       // A spool of its own per scenario: a spool left by an earlier run would be replayed.
       SPOOL_DIR: `${tmp}/${scenario.design}-${randomHex(4)}-spool`,
+      // Room for a minute of 100k events/s that PostgreSQL cannot take as fast (about 370
+      // bytes each); the default 1 GiB would evict part of that backlog.
+      SPOOL_MAX_BYTES: Deno.env.get("SPOOL_MAX_BYTES") ?? String(8 * 1024 ** 3),
       METRICS_PORT: "0",
       REDIS_URL: redisService.url,
       DATABASE_URL: pgService.url,
@@ -925,6 +928,8 @@ function runTable(r: RunResult): string {
     rows.push(["collector: written to redis / postgres", sinkStat("written")]);
     rows.push(["collector: dropped by redis / postgres sink", sinkStat("dropped")]);
     rows.push(["collector: retried writes redis / postgres", sinkStat("retried")]);
+    rows.push(["collector: left in the spool at stop redis / postgres", sinkStat("behind")]);
+    rows.push(["collector: lost to a full spool redis / postgres", sinkStat("lost")]);
   }
   if (r.redis) {
     rows.push(["Redis: stream entries (XLEN sum)", int(r.redis.entries)]);

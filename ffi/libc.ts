@@ -104,6 +104,9 @@ const symbols = {
   },
   close: { parameters: ["i32"], result: "i32" },
   lchown: { parameters: ["buffer", "u32", "u32"], result: "i32" },
+  gettid: { parameters: [], result: "i32" },
+  getpriority: { parameters: ["i32", "u32"], result: "i32" },
+  setpriority: { parameters: ["i32", "u32", "i32"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
   strerror: { parameters: ["i32"], result: "pointer" },
 } as const satisfies Deno.ForeignLibraryInterface;
@@ -199,4 +202,18 @@ export function getIntOption(fd: number, level: number, name: number): number {
   const length = new Uint32Array([4]);
   check(loadLibc().getsockopt(fd, level, name, value, length), "getsockopt");
   return value[0];
+}
+
+const PRIO_PROCESS = 0;
+
+/**
+ * Lowers the calling thread's scheduling priority by `steps` nice levels (Linux gives each
+ * thread its own nice value; lowering needs no privilege). Returns the new nice value, or
+ * undefined if the kernel refused.
+ */
+export function lowerThreadPriority(steps: number): number | undefined {
+  const c = loadLibc();
+  const tid = c.gettid();
+  const nice = Math.min(19, c.getpriority(PRIO_PROCESS, tid) + steps);
+  return c.setpriority(PRIO_PROCESS, tid, nice) === 0 ? nice : undefined;
 }

@@ -4,6 +4,7 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
+import { lowerThreadPriority } from "../ffi/libc.ts";
 import { bindDatagramSocket, closeSocket, unlinkSocket } from "../ffi/unix_datagram.ts";
 import type { DatagramBatch } from "./datagram_batch.ts";
 import type { ReceiverWorkerMessage, ReceiverWorkerStart } from "./receiver_worker.ts";
@@ -58,6 +59,15 @@ const SLOTS = 256;
  * this arrives cut and is rejected as oversized.
  */
 export const MAX_DATAGRAM_BYTES = 16 * 1024;
+/**
+ * Nice levels the main thread steps down once the receive thread runs. When the machine is
+ * short of CPU (the pool, the databases and the collector on a few cores), the thread that
+ * empties the kernel queue must win: whatever it does not read in time is lost, while
+ * anything the main thread does late is only late. Threads are created with their creator's
+ * nice value, so the receive thread keeps the original one.
+ */
+const MAIN_THREAD_NICE_STEPS = 5;
+
 /** Bytes of batches held in memory before later ones go to files in the overflow directory. */
 export const OVERFLOW_AFTER_BYTES = 8 * 1024 * 1024;
 
@@ -157,7 +167,10 @@ export function startReceiver(options: ReceiverOptions): Receiver {
   };
   worker.onmessage = (event: MessageEvent<ReceiverWorkerMessage>) => {
     const message = event.data;
-    if (message.type === "batch") {
+    if (message.type === "running") {
+      const nice = lowerThreadPriority(MAIN_THREAD_NICE_STEPS);
+      log.debug("receive thread running; main thread now at nice {nice}", { nice });
+    } else if (message.type === "batch") {
       const bytes = message.buffer.byteLength;
       options.onBatch({ ...message, settle: () => Atomics.sub(heldBytes, 0, bytes) });
     } else if (message.type === "file") {

@@ -36,6 +36,7 @@ export interface ReceiverWorkerStart {
 
 /** Messages this thread posts. */
 export type ReceiverWorkerMessage =
+  | { readonly type: "running" }
   | ({ readonly type: "batch" } & DatagramBatch)
   | ({ readonly type: "file"; readonly file: string } & Omit<DatagramBatch, "buffer">)
   | { readonly type: "drained" }
@@ -111,6 +112,7 @@ function gather(
  * gathered, or the oldest datagram has waited {@link HANDOVER_DELAY_MS}.
  */
 function run(start: ReceiverWorkerStart): void {
+  self.postMessage({ type: "running" } satisfies ReceiverWorkerMessage);
   const { fd, stop, slots, slotBytes, allowedSenderUids } = start;
   const handover = new Handover(start);
   const stopFlag = new Int32Array(stop);
