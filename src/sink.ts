@@ -10,7 +10,11 @@
 import type { MiningEvent } from "./events.ts";
 import type { Histogram } from "./metrics.ts";
 
-/** Counters a sink reports for the stats line. */
+/**
+ * Counters a sink reports for the stats line. `written + dropped` also tells the delivery
+ * layer how far the sink has got, so together they must count the pushed events from the
+ * first, in push order: an event is counted only once every event pushed before it is.
+ */
 export interface SinkStats {
   /**
    * Events the backend has confirmed, including repeats of events it already held (a sink

@@ -527,6 +527,9 @@ export function createPostgresSink(options: PostgresSinkOptions): Sink {
       if (closed) throw new Error("postgres sink is closed");
       if (events.length === 0) return;
       let storable: readonly MiningEvent[] = events;
+      // Never true for an event that passed validation (its ts range is the same); only that
+      // makes counting these as dropped ahead of earlier events harmless to the push-order
+      // count the delivery layer relies on (see SinkStats).
       if (!events.every((event) => isStorableTs(event.ts))) {
         storable = events.filter((event) => isStorableTs(event.ts));
         const bad = events.length - storable.length;
