@@ -1,4 +1,5 @@
 import * as assert from "node:assert/strict";
+import { configure, type LogRecord, reset } from "@logtape/logtape";
 import { waitFor } from "./support/wait.ts";
 import { decodeFrame, encodeFrame, Spool, type SpoolOptions } from "../src/spool.ts";
 
@@ -217,3 +218,33 @@ Deno.test("a directory that cannot be used stops start-up naming SPOOL_DIR", asy
     );
   });
 });
+
+Deno.test("the log says when the spool nears full and when it evicts, naming what to do", async () => {
+  const records: LogRecord[] = [];
+  await configure({
+    sinks: { buffer: (record) => records.push(record) },
+    loggers: [
+      { category: ["tbg", "spool"], lowestLevel: "info", sinks: ["buffer"] },
+      { category: ["logtape", "meta"], lowestLevel: "error", sinks: [] },
+    ],
+    reset: true,
+  });
+  try {
+    await withSpoolDir(async (dir) => {
+      const spool = Spool.open(small(dir, { maxBytes: 4 * 1024, segmentBytes: 512 }));
+      const text = (level: string) =>
+        records.filter((r) => r.level === level).map((r) => r.message.join(""));
+      for (let i = 0; i < 30 && text("warning").length === 0; i++) spool.append(tenRecords(i));
+      assert.match(text("warning")[0], /is (8[0-9]|9[0-9]|100)% full .* a sink is away or slow/);
+      for (let i = 30; i < 100 && text("error").length === 0; i++) spool.append(tenRecords(i));
+      assert.match(text("error")[0], /spool full .* raise SPOOL_MAX_BYTES or bring the backend/);
+      await spool.close();
+    });
+  } finally {
+    await reset();
+  }
+});
+
+function tenRecords(i: number): Uint8Array[] {
+  return records(i * 10, 10);
+}
