@@ -104,6 +104,8 @@ const symbols = {
   },
   close: { parameters: ["i32"], result: "i32" },
   lchown: { parameters: ["buffer", "u32", "u32"], result: "i32" },
+  open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
+  flock: { parameters: ["i32", "i32"], result: "i32" },
   gettid: { parameters: [], result: "i32" },
   getpriority: { parameters: ["i32", "u32"], result: "i32" },
   setpriority: { parameters: ["i32", "u32", "i32"], result: "i32" },
@@ -216,4 +218,36 @@ export function lowerThreadPriority(steps: number): number | undefined {
   const tid = c.gettid();
   const nice = Math.min(19, c.getpriority(PRIO_PROCESS, tid) + steps);
   return c.setpriority(PRIO_PROCESS, tid, nice) === 0 ? nice : undefined;
+}
+
+const O_RDWR = 0o2;
+const O_CREAT = 0o100;
+const O_CLOEXEC = 0o2000000;
+const LOCK_EX = 2;
+const LOCK_NB = 4;
+
+/**
+ * Takes an exclusive `flock` on `path` (created if missing) without waiting, and returns the
+ * descriptor that holds it: close it to release the lock, which the kernel also does when the
+ * process dies, however it dies.
+ *
+ * @throws {SocketError} EWOULDBLOCK (`EAGAIN`) when another process holds the lock
+ */
+export function lockFile(path: string): number {
+  const c = loadLibc();
+  const fd = check(
+    c.open(new TextEncoder().encode(`${path}\0`), O_RDWR | O_CREAT | O_CLOEXEC, 0o600),
+    `open ${path}`,
+  );
+  if (c.flock(fd, LOCK_EX | LOCK_NB) < 0) {
+    const errno = lastErrno();
+    c.close(fd);
+    throw new SocketError(`lock ${path}`, errno);
+  }
+  return fd;
+}
+
+/** Releases a lock taken by {@link lockFile}. */
+export function unlockFile(fd: number): void {
+  loadLibc().close(fd);
 }

@@ -19,12 +19,14 @@
  *   before the next one, so indices stay contiguous and readers still get the records.
  *
  * Segment files are named by the index of their first record, so the next index survives a
- * restart even when every record has been delivered.
+ * restart even when every record has been delivered. A directory serves one collector at a
+ * time: `open` takes a lock on it, which a second collector is refused.
  *
  * @module
  */
 import { crc32 } from "node:zlib";
 import { getLogger } from "@logtape/logtape";
+import { lockFile, unlockFile } from "../ffi/libc.ts";
 import { RateLimitedLog } from "./log.ts";
 
 const log = getLogger(["tbg", "spool"]);
@@ -117,12 +119,16 @@ export class Spool {
   readonly #writeErrors = new RateLimitedLog(log);
   readonly #evictions = new RateLimitedLog(log);
 
+  readonly #lock: number;
+
   private constructor(
     options: SpoolOptions,
+    lock: number,
     segments: Segment[],
     positions: Map<string, number>,
     head: number,
   ) {
+    this.#lock = lock;
     this.dir = options.dir;
     this.maxBytes = options.maxBytes;
     this.#segmentBytes = options.segmentBytes ??
@@ -154,23 +160,40 @@ export class Spool {
           `set SPOOL_DIR to a directory this user can write`,
       );
     }
-    const { segments, next } = scanSegments(options.dir);
-    const saved = readPositions(options.dir);
-    const last = segments.at(-1);
-    const tail = segments[0]?.first ?? 0;
-    // With no segment left (all delivered, or the files removed by hand) continue after the
-    // furthest position, so that no reader is ever ahead of the log.
-    const head = last ? last.first + last.count : Math.max(next, ...saved.values());
-    const positions = new Map<string, number>();
-    for (const reader of options.readers) {
-      const position = saved.get(reader) ?? tail;
-      positions.set(reader, Math.min(Math.max(position, last ? tail : head), head));
+    let lock: number;
+    try {
+      lock = lockFile(`${options.dir}/lock`);
+    } catch (error) {
+      throw new Error(
+        `spool directory ${options.dir} is in use by another collector ` +
+          `(${(error as Error).message}); give each collector a SPOOL_DIR of its own`,
+      );
     }
-    const spool = new Spool(options, segments, positions, head);
-    const behind = options.readers.map((reader) => `${reader} ${head - positions.get(reader)!}`);
+    let spool: Spool;
+    try {
+      const { segments, next } = scanSegments(options.dir);
+      const saved = readPositions(options.dir);
+      const last = segments.at(-1);
+      const tail = segments[0]?.first ?? 0;
+      // With no segment left (all delivered, or the files removed by hand) continue after the
+      // furthest position, so that no reader is ever ahead of the log.
+      const head = last ? last.first + last.count : Math.max(next, ...saved.values());
+      const positions = new Map<string, number>();
+      for (const reader of options.readers) {
+        const position = saved.get(reader) ?? tail;
+        positions.set(reader, Math.min(Math.max(position, last ? tail : head), head));
+      }
+      spool = new Spool(options, lock, segments, positions, head);
+    } catch (error) {
+      unlockFile(lock);
+      throw error;
+    }
+    const behind = options.readers.map((reader) =>
+      `${reader} ${spool.head - spool.position(reader)}`
+    );
     log.info("spool {dir}: {segments} segments, {bytes} bytes; to replay: {behind}", {
       dir: options.dir,
-      segments: segments.length,
+      segments: spool.#segments.length,
       bytes: spool.#bytes(),
       behind: behind.join(", "),
     });
@@ -265,6 +288,7 @@ export class Spool {
     this.#file = undefined;
     this.#readCache?.file.close();
     this.#readCache = undefined;
+    unlockFile(this.#lock);
   }
 
   #bytes(): number {

@@ -248,3 +248,18 @@ Deno.test("the log says when the spool nears full and when it evicts, naming wha
 function tenRecords(i: number): Uint8Array[] {
   return records(i * 10, 10);
 }
+
+Deno.test("a directory another collector holds is refused, and free again once it closes", async () => {
+  await withSpoolDir(async (dir) => {
+    const first = Spool.open(small(dir));
+    assert.throws(
+      () => Spool.open(small(dir)),
+      (error: Error) =>
+        /in use by another collector/.test(error.message) &&
+        error.message.includes("SPOOL_DIR"),
+    );
+    await first.close();
+    const second = Spool.open(small(dir));
+    await second.close();
+  });
+});
