@@ -43,7 +43,8 @@ the schema, runs the collector with file watching and a demo emitter. Ctrl-C sto
   --help             this text
 
 Environment: DEV_DATA_DIR (default .local in the repository), DEV_REDIS_PORT (16379),
-DEV_PG_PORT (15432), LOG_LEVEL (INFO), and any collector variable (README.md).`;
+DEV_PG_PORT (15432), DEV_METRICS_PORT (19464: /healthz, /metrics), LOG_LEVEL (INFO), and any
+collector variable (README.md). The collector's spool is in DEV_DATA_DIR/spool.`;
 
 // ---------------------------------------------------------------------------------------------
 // Output and errors
@@ -565,6 +566,7 @@ interface Options {
   dataDir: string;
   redisPort: number;
   pgPort: number;
+  metricsPort: number;
 }
 
 function parseOptions(args: string[]): Options | undefined {
@@ -609,6 +611,7 @@ function parseOptions(args: string[]): Options | undefined {
     dataDir,
     redisPort: portFromEnv("DEV_REDIS_PORT", 16379),
     pgPort: portFromEnv("DEV_PG_PORT", 15432),
+    metricsPort: portFromEnv("DEV_METRICS_PORT", 19464),
   };
 }
 
@@ -1005,6 +1008,9 @@ async function main(args: string[]): Promise<number> {
     const socket = socketPathFor(options.dataDir);
     const collector = new CollectorRunner(taskFlags("start", "main.ts"), {
       SOCKET_PATH: socket,
+      SPOOL_DIR: `${options.dataDir}/spool`,
+      METRICS_PORT: String(options.metricsPort),
+      METRICS_HOST: "127.0.0.1",
       REDIS_URL: `redis://127.0.0.1:${options.redisPort}/0`,
       DATABASE_URL: `postgresql://${PG_USER}@127.0.0.1:${options.pgPort}/${DATABASE}`,
       STATS_INTERVAL: Deno.env.get("STATS_INTERVAL") || "10",

@@ -317,6 +317,7 @@ Deno.test({
       DEV_DATA_DIR: dir,
       DEV_REDIS_PORT: String(redisPort),
       DEV_PG_PORT: String(pgPort),
+      DEV_METRICS_PORT: String(freePort()),
       BATCH_FLUSH_INTERVAL: "0.2",
       LOG_LEVEL: "INFO",
       NO_COLOR: "1",
