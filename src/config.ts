@@ -49,6 +49,8 @@ export interface Config {
   readonly metricsPort: number;
   /** `METRICS_HOST`: address the metrics server listens on. */
   readonly metricsHost: string;
+  /** `POSTGRES_THREAD`: whether the PostgreSQL sink runs on a thread of its own. */
+  readonly postgresThread: boolean;
 }
 
 /** One variable: its default and what it accepts. */
@@ -156,6 +158,23 @@ function host(raw: string): string {
   return raw;
 }
 
+const SWITCH_VALUES: Record<string, boolean> = {
+  on: true,
+  off: false,
+  true: true,
+  false: false,
+  yes: true,
+  no: false,
+  "1": true,
+  "0": false,
+};
+
+function onOff(raw: string): boolean {
+  const value = SWITCH_VALUES[raw.toLowerCase()];
+  if (value === undefined) throw new Error("must be on or off");
+  return value;
+}
+
 const LOG_LEVELS: Record<string, LogLevel> = {
   DEBUG: "debug",
   INFO: "info",
@@ -208,6 +227,7 @@ export const VARIABLES = {
   SPOOL_FSYNC_INTERVAL: { fallback: "1.0", parse: seconds(0, 60) },
   METRICS_PORT: { fallback: "9464", parse: number({ min: 0, max: 65535, integer: true }) },
   METRICS_HOST: { fallback: "0.0.0.0", parse: host },
+  POSTGRES_THREAD: { fallback: "off", parse: onOff },
 } as const satisfies Record<string, Variable<unknown>>;
 
 type Parsed = { [K in keyof typeof VARIABLES]: ReturnType<(typeof VARIABLES)[K]["parse"]> };
@@ -251,6 +271,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
     spoolFsyncIntervalMs: v.SPOOL_FSYNC_INTERVAL,
     metricsPort: v.METRICS_PORT,
     metricsHost: v.METRICS_HOST,
+    postgresThread: v.POSTGRES_THREAD,
   });
 }
 

@@ -60,13 +60,14 @@ const SLOTS = 256;
  */
 export const MAX_DATAGRAM_BYTES = 16 * 1024;
 /**
- * Nice levels the main thread steps down once the receive thread runs. When the machine is
- * short of CPU (the pool, the databases and the collector on a few cores), the thread that
- * empties the kernel queue must win: whatever it does not read in time is lost, while
- * anything the main thread does late is only late. Threads are created with their creator's
- * nice value, so the receive thread keeps the original one.
+ * Nice levels every other thread of the collector steps down (the main thread once the
+ * receive thread runs, a sink's thread when it starts). When the machine is short of CPU
+ * (the pool, the databases and the collector on a few cores), the thread that empties the
+ * kernel queue must win: whatever it does not read in time is lost, while anything the
+ * others do late is only late. Threads are created with their creator's nice value, so the
+ * receive thread keeps the original one.
  */
-const MAIN_THREAD_NICE_STEPS = 5;
+export const NICE_STEPS_BELOW_RECEIVER = 5;
 
 /** Bytes of batches held in memory before later ones go to files in the overflow directory. */
 export const OVERFLOW_AFTER_BYTES = 8 * 1024 * 1024;
@@ -168,7 +169,7 @@ export function startReceiver(options: ReceiverOptions): Receiver {
   worker.onmessage = (event: MessageEvent<ReceiverWorkerMessage>) => {
     const message = event.data;
     if (message.type === "running") {
-      const nice = lowerThreadPriority(MAIN_THREAD_NICE_STEPS);
+      const nice = lowerThreadPriority(NICE_STEPS_BELOW_RECEIVER);
       log.debug("receive thread running; main thread now at nice {nice}", { nice });
     } else if (message.type === "batch") {
       const bytes = message.buffer.byteLength;

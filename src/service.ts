@@ -13,8 +13,9 @@ import { startCollectorMetrics } from "./service_metrics.ts";
 import { qlenWarning, readMaxDgramQlen } from "./kernel_limits.ts";
 import { type Receiver, startReceiver } from "./receiver.ts";
 import type { Sink } from "./sink.ts";
-import { createPostgresSink } from "./sinks/postgres.ts";
+import { createPostgresSink, type PostgresSinkOptions } from "./sinks/postgres.ts";
 import { createRedisSink } from "./sinks/redis.ts";
+import { startThreadedSink } from "./sinks/threaded.ts";
 import { Spool } from "./spool.ts";
 
 const log = getLogger(["tbg", "collector"]);
@@ -32,19 +33,45 @@ export interface Service {
   stop(): Promise<{ undelivered: number }>;
 }
 
-/** Builds the sinks the configuration asks for. */
-export function createSinks(config: Config): Sink[] {
+/**
+ * Builds the sinks the configuration asks for. Redis, where latency matters most, stays on
+ * the main thread. PostgreSQL does too unless `POSTGRES_THREAD` is on: a thread of its own
+ * spares the main thread the milliseconds a batch takes to build and encode, but lets
+ * postgres run flat out, which on a machine short of cores takes CPU the receive thread
+ * needs (see BENCHMARKS.md).
+ *
+ * @param onFatal called if a sink's thread fails
+ */
+export function createSinks(config: Config, onFatal: (message: string) => void): Sink[] {
+  const postgres: PostgresSinkOptions = {
+    url: config.databaseUrl,
+    batchMaxSize: config.batchMaxSize,
+    flushIntervalMs: config.batchFlushIntervalMs,
+  };
   return [
     createRedisSink({
       url: config.redisUrl,
       streamMaxLen: config.redisStreamMaxLen,
     }),
-    createPostgresSink({
-      url: config.databaseUrl,
-      batchMaxSize: config.batchMaxSize,
-      flushIntervalMs: config.batchFlushIntervalMs,
-    }),
+    config.postgresThread
+      ? postgresThread(postgres, config.logLevel, onFatal)
+      : createPostgresSink(postgres),
   ];
+}
+
+function postgresThread(
+  options: PostgresSinkOptions,
+  logLevel: Config["logLevel"],
+  onFatal: (message: string) => void,
+): Sink {
+  log.info("the PostgreSQL sink runs on a thread of its own (POSTGRES_THREAD=on)");
+  return startThreadedSink({
+    name: "postgres",
+    worker: new URL("./sinks/postgres_worker.ts", import.meta.url),
+    options,
+    logLevel,
+    onFatal,
+  });
 }
 
 /** One line with every counter, for the periodic log. */
@@ -68,12 +95,16 @@ export function statsLine(collector: Collector, delivery: Delivery): string {
 /**
  * Starts the collector.
  *
- * @param onFatal called when the receive thread fails; the caller should stop and exit
+ * @param onFatal called when the receive thread or a sink's thread fails; the caller should
+ *   stop and exit
  */
 export function startService(
   config: Config,
   onFatal: (message: string) => void,
-  sinks: Sink[] = createSinks(config),
+  sinks: Sink[] = createSinks(config, (message) => {
+    log.fatal("{message}", { message });
+    onFatal(message);
+  }),
 ): Service {
   log.info("starting: socket {socket}, redis {redis}, database {database}", {
     socket: config.socketPath,

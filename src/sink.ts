@@ -8,7 +8,7 @@
  * @module
  */
 import type { MiningEvent } from "./events.ts";
-import type { Histogram } from "./metrics.ts";
+import type { Histogram, HistogramSnapshot } from "./metrics.ts";
 
 /**
  * Counters a sink reports for the stats line. `written + dropped` also tells the delivery
@@ -37,8 +37,11 @@ export interface SinkStats {
    * sink connects only when it has something to write).
    */
   readonly up: boolean;
-  /** Seconds per successful write round trip (one Redis pipeline, one SQL transaction). */
-  readonly writeLatency: Histogram;
+  /**
+   * Seconds per successful write round trip (one Redis pipeline, one SQL transaction); a
+   * sink on another thread reports the snapshot it last sent.
+   */
+  readonly writeLatency: Histogram | HistogramSnapshot;
 }
 
 /** A destination for validated events. */

@@ -233,43 +233,53 @@ Deno.test("datagrams reach Redis streams and PostgreSQL tables; malformed ones a
     }
   }));
 
-Deno.test("SIGTERM flushes everything sent before it to both sinks, unlinks the socket and exits 0", () =>
-  withStack(async (stack) => {
-    // A long interval and a large batch: nothing reaches PostgreSQL before the shutdown flush.
-    const collector = spawnCollector(
-      envFor(stack, { BATCH_FLUSH_INTERVAL: "3600", BATCH_MAX_SIZE: "100000" }),
-    );
-    const sql = postgres(stack.pg.url, { onnotice: () => {}, max: 1 });
-    try {
-      await collector.waitForOutput(/listening on/);
-      const sender = new DatagramSender(stack.socket);
-      const total = 3000;
-      for (let i = 0; i < total; i++) {
-        await send(
-          sender,
-          event("share_submitted", { user: USER, worker: "w", sdiff: i, accepted: true }),
-        );
-      }
-      sender.close();
-      const [{ n: before }] = await sql`select count(*)::int as n from mining_events`;
-      assert.equal(before, 0, "the database write waits for the interval");
-      assert.equal(await collector.stop("SIGTERM"), 0);
-      const [{ n: events }] = await sql`select count(*)::int as n from mining_events`;
-      const [{ n: shares }] = await sql`select count(*)::int as n from shares`;
-      assert.equal(events, total);
-      assert.equal(shares, total);
-      const redis = await redisClient(stack.redis.url);
+for (const postgresThread of ["off", "on"]) {
+  Deno.test(`SIGTERM flushes everything sent before it to both sinks, unlinks the socket and exits 0 (POSTGRES_THREAD=${postgresThread})`, () =>
+    withStack(async (stack) => {
+      // A long interval and a large batch: nothing reaches PostgreSQL before the shutdown flush.
+      const collector = spawnCollector(
+        envFor(stack, {
+          BATCH_FLUSH_INTERVAL: "3600",
+          BATCH_MAX_SIZE: "100000",
+          POSTGRES_THREAD: postgresThread,
+        }),
+      );
+      const sql = postgres(stack.pg.url, { onnotice: () => {}, max: 1 });
       try {
-        assert.equal(Number(await redis.sendCommand(["XLEN", "mining:share_submitted"])), total);
+        await collector.waitForOutput(/listening on/);
+        const sender = new DatagramSender(stack.socket);
+        const total = 3000;
+        for (let i = 0; i < total; i++) {
+          await send(
+            sender,
+            event("share_submitted", { user: USER, worker: "w", sdiff: i, accepted: true }),
+          );
+        }
+        sender.close();
+        const [{ n: before }] = await sql`select count(*)::int as n from mining_events`;
+        assert.equal(before, 0, "the database write waits for the interval");
+        assert.equal(await collector.stop("SIGTERM"), 0);
+        const [{ n: events }] = await sql`select count(*)::int as n from mining_events`;
+        const [{ n: shares }] = await sql`select count(*)::int as n from shares`;
+        assert.equal(events, total);
+        assert.equal(shares, total);
+        const redis = await redisClient(stack.redis.url);
+        try {
+          assert.equal(Number(await redis.sendCommand(["XLEN", "mining:share_submitted"])), total);
+        } finally {
+          await redis.close();
+        }
+        assert.throws(() => Deno.lstatSync(stack.socket), Deno.errors.NotFound);
+        assert.equal(
+          /PostgreSQL sink runs on a thread of its own/.test(collector.output()),
+          postgresThread === "on",
+        );
       } finally {
-        await redis.close();
+        await collector.stop("SIGKILL");
+        await sql.end();
       }
-      assert.throws(() => Deno.lstatSync(stack.socket), Deno.errors.NotFound);
-    } finally {
-      await collector.stop("SIGKILL");
-      await sql.end();
-    }
-  }));
+    }));
+}
 
 Deno.test("an invalid configuration value stops start-up, naming the variable", async () => {
   const collector = spawnCollector({ BATCH_MAX_SIZE: "lots", REDIS_URL: "localhost" });

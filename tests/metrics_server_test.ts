@@ -113,8 +113,10 @@ Deno.test("GET /metrics answers the collector's counters in Prometheus text form
   });
   Object.assign(state.redis.state, { written: 8, retried: 2, pending: 0 });
   Object.assign(state.postgres.state, { written: 3, pending: 5, dropped: 1, up: false });
-  state.redis.state.writeLatency.observe(0.002);
-  state.redis.state.writeLatency.observe(0.2);
+  const latency = new Histogram();
+  latency.observe(0.002);
+  latency.observe(0.2);
+  Object.assign(state.redis.state, { writeLatency: latency });
   state.spool = {
     bytes: 4096,
     maxBytes: 1 << 20,

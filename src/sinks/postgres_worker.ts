@@ -1,0 +1,9 @@
+/**
+ * Worker module: the PostgreSQL sink on a thread of its own (see `threaded.ts`).
+ *
+ * @module
+ */
+import { createPostgresSink } from "./postgres.ts";
+import { serveSink } from "./threaded.ts";
+
+serveSink(createPostgresSink);

@@ -1,0 +1,11 @@
+/**
+ * Worker module for tests: a sink thread whose sink cannot be built, as when a sink's
+ * module throws at start-up.
+ *
+ * @module
+ */
+import { serveSink } from "../../src/sinks/threaded.ts";
+
+serveSink(() => {
+  throw new Error("this sink cannot start");
+});
