@@ -169,6 +169,11 @@ export function check(result: number | bigint, operation: string, hint = ""): nu
   return Number(result);
 }
 
+/** A path as a NUL-terminated C string. */
+export function cString(path: string): Uint8Array<ArrayBuffer> {
+  return new TextEncoder().encode(`${path}\0`);
+}
+
 /** Encodes a filesystem path as a `struct sockaddr_un`. */
 export function sockaddrUn(path: string): Uint8Array<ArrayBuffer> {
   const encoded = new TextEncoder().encode(path);
@@ -236,7 +241,7 @@ const LOCK_NB = 4;
 export function lockFile(path: string): number {
   const c = loadLibc();
   const fd = check(
-    c.open(new TextEncoder().encode(`${path}\0`), O_RDWR | O_CREAT | O_CLOEXEC, 0o600),
+    c.open(cString(path), O_RDWR | O_CREAT | O_CLOEXEC, 0o600),
     `open ${path}`,
   );
   if (c.flock(fd, LOCK_EX | LOCK_NB) < 0) {

@@ -11,6 +11,7 @@ import {
   CMSGHDR,
   CREDENTIALS_CMSG_LEN,
   CREDENTIALS_CMSG_SPACE,
+  cString,
   Errno,
   getIntOption,
   IOVEC_SIZE,
@@ -119,9 +120,8 @@ export function bindDatagramSocket(path: string, options: BindOptions): BoundSoc
     if (options.group !== undefined) {
       // Before chmod, so the final mode never applies to the group the file was created
       // with. lchown: a symlink swapped in at the path is not followed.
-      const cPath = new TextEncoder().encode(`${path}\0`);
       check(
-        libc.lchown(cPath, KEEP_OWNER, options.group),
+        libc.lchown(cString(path), KEEP_OWNER, options.group),
         `chown ${path} to group ${options.group}`,
         "changing a file's group to one we are not a member of needs CAP_CHOWN",
       );

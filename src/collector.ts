@@ -87,29 +87,28 @@ export class Collector {
   /** Processes one batch from the receive thread. */
   ingestBatch(batch: DatagramBatch): void {
     if (batch.refusedSenders > 0) this.#refuseSenders(batch);
+    this.#acceptEach((visit) => forEachDatagram(batch, visit));
+    batch.settle?.();
+  }
+
+  /** Processes datagrams given directly (tests, tools). */
+  ingest(datagrams: Iterable<Uint8Array>): void {
+    this.#acceptEach((visit) => {
+      for (const bytes of datagrams) visit(bytes, false);
+    });
+  }
+
+  /** Decodes every datagram `each` visits and hands the valid ones on together. */
+  #acceptEach(each: (visit: (bytes: Uint8Array, truncated: boolean) => void) => void): void {
     const events: MiningEvent[] = [];
     const datagrams: Uint8Array[] = [];
-    forEachDatagram(batch, (bytes, truncated) => {
+    each((bytes, truncated) => {
       const event = this.#decode(bytes, truncated);
       if (!event) return;
       events.push(event);
       datagrams.push(bytes);
     });
     if (events.length > 0) this.#outlet.accept(events, datagrams);
-    batch.settle?.();
-  }
-
-  /** Processes datagrams given directly (tests, tools). */
-  ingest(datagrams: Iterable<Uint8Array>): void {
-    const events: MiningEvent[] = [];
-    const accepted: Uint8Array[] = [];
-    for (const bytes of datagrams) {
-      const event = this.#decode(bytes, false);
-      if (!event) continue;
-      events.push(event);
-      accepted.push(bytes);
-    }
-    if (events.length > 0) this.#outlet.accept(events, accepted);
   }
 
   /** Counts the datagrams the receive thread dropped because of their sender's uid. */

@@ -94,6 +94,20 @@ export class DatagramBatchBuilder {
   }
 }
 
+/** Datagrams in a batch's buffer, counted by walking their headers. */
+export function countDatagrams(buffer: ArrayBuffer): number {
+  const view = new DataView(buffer);
+  let count = 0;
+  for (
+    let at = 0;
+    at + HEADER_BYTES <= buffer.byteLength;
+    at += HEADER_BYTES + view.getUint32(at, true)
+  ) {
+    count++;
+  }
+  return count;
+}
+
 /** Calls `visit` for each datagram of a batch, in arrival order. */
 export function forEachDatagram(
   batch: DatagramBatch,

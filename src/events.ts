@@ -111,16 +111,11 @@ function schemaOf<F extends FieldsOf<FieldKind>>(fields: F) {
  * valid, and the source of every rejection's message (the fast path below only ever says
  * "valid, here is the result" or "ask zod").
  */
-export const dataSchemas = {
-  share_submitted: schemaOf(EVENT_FIELDS.share_submitted),
-  block_found: schemaOf(EVENT_FIELDS.block_found),
-  miner_connected: schemaOf(EVENT_FIELDS.miner_connected),
-  miner_disconnected: schemaOf(EVENT_FIELDS.miner_disconnected),
-  diff_updated: schemaOf(EVENT_FIELDS.diff_updated),
-  hashrate_update: schemaOf(EVENT_FIELDS.hashrate_update),
-  new_block_network: schemaOf(EVENT_FIELDS.new_block_network),
-  share_best_diff: schemaOf(EVENT_FIELDS.share_best_diff),
-} as const;
+export const dataSchemas = Object.fromEntries(
+  Object.entries(EVENT_FIELDS).map(([type, fields]) => [type, schemaOf(fields)]),
+) as {
+  readonly [T in keyof typeof EVENT_FIELDS]: ReturnType<typeof schemaOf<(typeof EVENT_FIELDS)[T]>>;
+};
 
 /** Event types with a schema. */
 export type KnownEventType = keyof typeof dataSchemas;

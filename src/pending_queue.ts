@@ -1,24 +1,19 @@
 /**
- * A first-in first-out queue of events waiting for a backend, optionally bounded, which also
- * tells callers when everything they handed over has left it.
+ * A first-in first-out queue of events waiting for a backend, which also tells callers when
+ * everything they handed over has left it. It takes everything pushed: bounding memory is
+ * the delivery layer's job.
  *
  * @module
  */
 
-/** FIFO with an optional capacity; items beyond it are refused, not evicted. */
+/** FIFO of items waiting for a backend. */
 export class PendingQueue<T> {
-  /** Most items held at once; `Infinity` (the default) holds everything pushed. */
-  readonly capacity: number;
   #items: T[] = [];
   #head = 0;
   /** Items ever taken in, and of those, items ever removed (delivered or discarded). */
   #taken = 0;
   #removed = 0;
   readonly #waiters = new Set<{ target: number; resolve: () => void }>();
-
-  constructor(capacity = Infinity) {
-    this.capacity = capacity;
-  }
 
   get length(): number {
     return this.#items.length - this.#head;
@@ -29,13 +24,10 @@ export class PendingQueue<T> {
     return this.#waiters.size > 0;
   }
 
-  /** Appends what fits and returns how many items were refused. */
-  push(items: readonly T[]): number {
-    const room = Math.max(0, this.capacity - this.length);
-    const taken = Math.min(room, items.length);
-    for (let i = 0; i < taken; i++) this.#items.push(items[i]);
-    this.#taken += taken;
-    return items.length - taken;
+  /** Appends `items`. */
+  push(items: readonly T[]): void {
+    for (const item of items) this.#items.push(item);
+    this.#taken += items.length;
   }
 
   /** The first `count` items, without removing them. */

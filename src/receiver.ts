@@ -6,7 +6,7 @@
 import { getLogger } from "@logtape/logtape";
 import { lowerThreadPriority } from "../ffi/libc.ts";
 import { bindDatagramSocket, closeSocket, unlinkSocket } from "../ffi/unix_datagram.ts";
-import type { DatagramBatch } from "./datagram_batch.ts";
+import { countDatagrams, type DatagramBatch } from "./datagram_batch.ts";
 import type { ReceiverWorkerMessage, ReceiverWorkerStart } from "./receiver_worker.ts";
 
 const log = getLogger(["tbg", "receiver"]);
@@ -74,30 +74,37 @@ export const OVERFLOW_AFTER_BYTES = 8 * 1024 * 1024;
 
 const OVERFLOW_FILE = /^[0-9]{15}-[0-9]{12}\.batch$/;
 
-/** A batch handed over through a file: read when the centre gets to it, deleted after. */
-function fileBatch(file: string, batch: Omit<DatagramBatch, "buffer" | "settle">): DatagramBatch {
-  let buffer: ArrayBuffer | undefined;
-  let count = batch.count;
+/**
+ * A batch handed over through a file: read when the centre gets to it, deleted after. A
+ * file a previous run left comes without its count, which is then read from the file.
+ */
+function fileBatch(
+  file: string,
+  batch: Omit<DatagramBatch, "buffer" | "count" | "settle"> & { readonly count?: number },
+): DatagramBatch {
+  let loaded: { buffer: ArrayBuffer; count: number } | undefined;
+  const load = () => {
+    if (loaded !== undefined) return loaded;
+    try {
+      const buffer = Deno.readFileSync(file).buffer;
+      loaded = { buffer, count: batch.count ?? countDatagrams(buffer) };
+    } catch (error) {
+      log.error("overflow batch {file} is unreadable, {count} datagrams lost: {error}", {
+        file,
+        count: batch.count ?? "its",
+        error: (error as Error).message,
+      });
+      loaded = { buffer: new ArrayBuffer(0), count: 0 };
+    }
+    return loaded;
+  };
   return {
     ...batch,
     get buffer() {
-      if (buffer === undefined) {
-        try {
-          buffer = Deno.readFileSync(file).buffer;
-        } catch (error) {
-          log.error("overflow batch {file} is unreadable, {count} datagrams lost: {error}", {
-            file,
-            count,
-            error: (error as Error).message,
-          });
-          buffer = new ArrayBuffer(0);
-          count = 0;
-        }
-      }
-      return buffer;
+      return load().buffer;
     },
     get count() {
-      return count;
+      return load().count;
     },
     settle: () => {
       try {
@@ -121,20 +128,9 @@ function leftoverBatches(dir: string): DatagramBatch[] {
       dir,
     });
   }
-  return names.map((name) => {
-    const file = `${dir}/${name}`;
-    // The count is in the file: walk its headers (length, flags) once.
-    const bytes = Deno.readFileSync(file);
-    const view = new DataView(bytes.buffer);
-    let count = 0;
-    for (let at = 0; at + 8 <= bytes.length; at += 8 + view.getUint32(at, true)) count++;
-    return fileBatch(file, {
-      count,
-      refusedSenders: 0,
-      lastRefusedUid: -1,
-      lastRefusedPid: -1,
-    });
-  });
+  return names.map((name) =>
+    fileBatch(`${dir}/${name}`, { refusedSenders: 0, lastRefusedUid: -1, lastRefusedPid: -1 })
+  );
 }
 
 /** Binds the socket at `options.path` and starts receiving on a dedicated thread. */

@@ -14,6 +14,7 @@ import type { Config } from "./config.ts";
 import { MetricsText, type Sample } from "./metrics.ts";
 import { type HealthReport, type MetricsServer, startMetricsServer } from "./metrics_server.ts";
 import type { Sink } from "./sink.ts";
+import { SPOOL_NEAR_FULL_SHARE } from "./spool.ts";
 
 /** What the spool reports; the spool's own stats object fits as it is. */
 export interface SpoolGauges {
@@ -37,13 +38,6 @@ export interface CollectorMetricsSource {
   /** The spool's state; leave out (or answer undefined) when there is no spool. */
   readonly spool?: () => SpoolGauges | undefined;
 }
-
-/**
- * Share of `SPOOL_MAX_BYTES` from which the spool counts as full. The spool warns there and
- * starts evicting its oldest events not far beyond, so a sink that is still away at that
- * point puts events at risk.
- */
-export const SPOOL_FULL_SHARE = 0.8;
 
 /** One sink's part of the health report. */
 export interface SinkHealth {
@@ -78,7 +72,8 @@ export function collectorHealth(source: CollectorMetricsSource): CollectorHealth
     ? {
       bytes: gauges.bytes,
       maxBytes: gauges.maxBytes,
-      full: gauges.bytes >= gauges.maxBytes * SPOOL_FULL_SHARE,
+      // The spool warns there and evicts not far beyond: a sink still away puts events at risk.
+      full: gauges.bytes >= gauges.maxBytes * SPOOL_NEAR_FULL_SHARE,
     }
     : null;
   const sinks: Record<string, SinkHealth> = {};

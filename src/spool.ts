@@ -38,8 +38,12 @@ const SEGMENT_SUFFIX = ".spool";
 const POSITIONS_FILE = "positions.json";
 /** Positions are saved at least this often, whatever the fsync interval. */
 const SAVE_INTERVAL_MS = 250;
-/** Warn when the files take this share of `maxBytes`; say so again once below the second. */
-const NEAR_FULL = 0.8;
+/**
+ * Share of `maxBytes` from which the spool counts as nearly full: it warns, and eviction of
+ * events a sink has not confirmed is close.
+ */
+export const SPOOL_NEAR_FULL_SHARE = 0.8;
+/** Below this share after a warning, the spool says it has room again. */
 const RELIEVED = 0.5;
 
 /** Options for {@link Spool.open}. */
@@ -355,7 +359,7 @@ export class Spool {
    */
   #enforceLimit(): void {
     let bytes = this.#bytes();
-    if (bytes >= this.maxBytes * NEAR_FULL && !this.#nearFull) {
+    if (bytes >= this.maxBytes * SPOOL_NEAR_FULL_SHARE && !this.#nearFull) {
       this.#nearFull = true;
       log.warn(
         "spool {dir} is {percent}% full ({bytes} of {max} bytes): a sink is away or slow; " +

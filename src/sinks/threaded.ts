@@ -74,13 +74,12 @@ export interface ThreadedSinkOptions<T> {
 /** Starts a worker running a sink and returns the sink's stand-in on this thread. */
 export function startThreadedSink<T>(options: ThreadedSinkOptions<T>): Sink {
   const worker = new Worker(options.worker.href, { type: "module", name: options.name });
-  const latency = new Histogram();
   let stats: WorkerStats = {
     written: 0,
     retried: 0,
     dropped: 0,
     up: true,
-    writeLatency: latency.snapshot(),
+    writeLatency: new Histogram().snapshot(),
   };
   let pushed = 0;
   let gathered: MiningEvent[] = [];
@@ -184,22 +183,24 @@ export function serveSink<T>(createSink: (options: T) => Sink): void {
   let sink: Sink | undefined;
   let ready: Promise<void> = Promise.resolve();
   const aborts = new Map<number, AbortController>();
-  let reported: SinkStats | undefined;
+  let reported: WorkerStats | undefined;
 
-  const current = (): WorkerStats => {
-    const s = sink!.stats();
+  /** `s` as the main thread gets it, remembered as the last sent. */
+  const report = (s: SinkStats): WorkerStats => {
     const writeLatency = "snapshot" in s.writeLatency ? s.writeLatency.snapshot() : s.writeLatency;
-    return { written: s.written, retried: s.retried, dropped: s.dropped, up: s.up, writeLatency };
+    const { written, retried, dropped, up } = s;
+    return reported = { written, retried, dropped, up, writeLatency };
   };
-  const changed = (s: SinkStats) =>
-    reported === undefined || s.written !== reported.written ||
-    s.dropped !== reported.dropped || s.retried !== reported.retried || s.up !== reported.up;
   const timer = setInterval(() => {
     if (sink === undefined) return;
     const s = sink.stats();
-    if (!changed(s)) return;
-    reported = s;
-    scope.postMessage({ type: "stats", stats: current() });
+    if (
+      reported !== undefined && s.written === reported.written &&
+      s.dropped === reported.dropped && s.retried === reported.retried && s.up === reported.up
+    ) {
+      return;
+    }
+    scope.postMessage({ type: "stats", stats: report(s) });
   }, STATS_INTERVAL_MS);
 
   const handle = async (message: ToWorker): Promise<void> => {
@@ -218,8 +219,7 @@ export function serveSink<T>(createSink: (options: T) => Sink): void {
         void sink!.flush(controller.signal).then(() => {
           aborts.delete(message.id);
           if (controller.signal.aborted) return;
-          reported = sink!.stats();
-          scope.postMessage({ type: "flushed", id: message.id, stats: current() });
+          scope.postMessage({ type: "flushed", id: message.id, stats: report(sink!.stats()) });
         });
         return;
       }
