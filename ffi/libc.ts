@@ -213,16 +213,19 @@ export function getIntOption(fd: number, level: number, name: number): number {
 
 const PRIO_PROCESS = 0;
 
-/**
- * Lowers the calling thread's scheduling priority by `steps` nice levels (Linux gives each
- * thread its own nice value; lowering needs no privilege). Returns the new nice value, or
- * undefined if the kernel refused.
- */
-export function lowerThreadPriority(steps: number): number | undefined {
+/** The calling thread's nice value (Linux gives each thread its own). */
+export function threadNice(): number {
   const c = loadLibc();
-  const tid = c.gettid();
-  const nice = Math.min(19, c.getpriority(PRIO_PROCESS, tid) + steps);
-  return c.setpriority(PRIO_PROCESS, tid, nice) === 0 ? nice : undefined;
+  return c.getpriority(PRIO_PROCESS, c.gettid());
+}
+
+/**
+ * Sets the calling thread's nice value, clamped to -20..19. Lowering the priority needs no
+ * privilege; raising it back does (root, or RLIMIT_NICE). Returns whether the kernel agreed.
+ */
+export function setThreadNice(nice: number): boolean {
+  const c = loadLibc();
+  return c.setpriority(PRIO_PROCESS, c.gettid(), Math.max(-20, Math.min(19, nice))) === 0;
 }
 
 const O_RDWR = 0o2;

@@ -10,7 +10,10 @@
  * 5. the demo emitter (`scripts/demo_emitter.ts`; `--no-demo` turns it off).
  *
  * Ctrl-C (or SIGTERM) stops the emitter, then the collector (which flushes), then the servers
- * this command started; the data stays for the next run. As root, PostgreSQL runs as the
+ * this command started; the data stays for the next run. Every child runs in a session of its
+ * own, so the terminal's SIGINT reaches this script alone, which stops them in order; the copy
+ * `deno task` forwards arrives a moment after the terminal's and counts as the same press.
+ * A second press after that kills everything. As root, PostgreSQL runs as the
  * `postgres` user (it refuses to run as root) through `setpriv`.
  *
  * ```sh
@@ -22,6 +25,7 @@
 import { relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import { TIMESCALEDB_HOWTO, timescaledbInstalled, timescaledbServerArgs } from "./timescaledb.ts";
 
 const ROOT = fileURLToPath(new URL("../", import.meta.url)).replace(/\/$/, "");
 const DATABASE = "thebitcoingame";
@@ -75,6 +79,8 @@ const stopController = new AbortController();
 let resolveStopped: (reason: string) => void;
 const stopRequested = new Promise<string>((resolve) => resolveStopped = resolve);
 let signalCount = 0;
+/** Signals this soon after the first are the same keypress delivered twice. */
+const SAME_PRESS_MS = 500;
 
 function requestStop(reason: string): void {
   if (!stopController.signal.aborted) {
@@ -196,6 +202,7 @@ async function run(
   let out: Deno.CommandOutput;
   try {
     out = await new Deno.Command(program, {
+      detached: true, // a Ctrl-C is this script's to act on (see Child)
       args: argv,
       env,
       stdin: "null",
@@ -241,6 +248,8 @@ class Child {
         args: argv,
         cwd: ROOT,
         env: options.env,
+        // Out of the terminal's process group: Ctrl-C is this script's to hand on, in order.
+        detached: true,
         stdin: "null",
         stdout: mode,
         stderr: mode,
@@ -812,8 +821,14 @@ async function startPostgres(options: Options, stack: Stack, plan: PostgresPlan)
     `log_directory=${dir}`,
     "-c",
     "log_filename=postgresql.log",
+    ...timescaledbServerArgs(bin.dir),
   ], { asPostgres: true, output: "capture" });
   stack.postgres = child;
+  say(
+    timescaledbInstalled(bin.dir)
+      ? "TimescaleDB is installed: preloaded, the schema's TimescaleDB half runs"
+      : `TimescaleDB is not installed: plain PostgreSQL (to get it: ${TIMESCALEDB_HOWTO})`,
+  );
   const isReady = isFile(`${bin.dir}/pg_isready`) ? `${bin.dir}/pg_isready` : which("pg_isready");
   await waitUntil(`postgres on 127.0.0.1:${port}`, 60_000, async () => {
     if (!child.running) {
@@ -961,7 +976,13 @@ async function main(args: string[]): Promise<number> {
   if (!options) return 0;
   const stack: Stack = {};
 
+  let firstSignalAt = 0;
   const onSignal = (signal: Deno.Signal) => () => {
+    // One Ctrl-C under `deno task` arrives twice: from the terminal, and forwarded by the task
+    // runner a moment later. Only a press after that window is a second one.
+    const now = performance.now();
+    if (signalCount > 0 && now - firstSignalAt < SAME_PRESS_MS) return;
+    if (signalCount === 0) firstSignalAt = now;
     signalCount++;
     if (signalCount === 1) {
       console.log();

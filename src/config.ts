@@ -49,6 +49,10 @@ export interface Config {
   readonly metricsPort: number;
   /** `METRICS_HOST`: address the metrics server listens on. */
   readonly metricsHost: string;
+  /** `SINK_CONNECT_TIMEOUT`, in milliseconds: deadline for a sink to connect to its backend. */
+  readonly sinkConnectTimeoutMs: number;
+  /** `SINK_WRITE_TIMEOUT`, in milliseconds: deadline for one write (pipeline, transaction). */
+  readonly sinkWriteTimeoutMs: number;
   /** `POSTGRES_THREAD`: whether the PostgreSQL sink runs on a thread of its own. */
   readonly postgresThread: boolean;
 }
@@ -227,6 +231,8 @@ export const VARIABLES = {
   SPOOL_FSYNC_INTERVAL: { fallback: "1.0", parse: seconds(0, 60) },
   METRICS_PORT: { fallback: "9464", parse: number({ min: 0, max: 65535, integer: true }) },
   METRICS_HOST: { fallback: "0.0.0.0", parse: host },
+  SINK_CONNECT_TIMEOUT: { fallback: "3", parse: seconds(0.1, 600) },
+  SINK_WRITE_TIMEOUT: { fallback: "15", parse: seconds(0.1, 3600) },
   POSTGRES_THREAD: { fallback: "off", parse: onOff },
 } as const satisfies Record<string, Variable<unknown>>;
 
@@ -271,6 +277,8 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
     spoolFsyncIntervalMs: v.SPOOL_FSYNC_INTERVAL,
     metricsPort: v.METRICS_PORT,
     metricsHost: v.METRICS_HOST,
+    sinkConnectTimeoutMs: v.SINK_CONNECT_TIMEOUT,
+    sinkWriteTimeoutMs: v.SINK_WRITE_TIMEOUT,
     postgresThread: v.POSTGRES_THREAD,
   });
 }

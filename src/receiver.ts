@@ -4,7 +4,7 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import { lowerThreadPriority } from "../ffi/libc.ts";
+import { setThreadNice, threadNice } from "../ffi/libc.ts";
 import { bindDatagramSocket, closeSocket, unlinkSocket } from "../ffi/unix_datagram.ts";
 import { countDatagrams, type DatagramBatch } from "./datagram_batch.ts";
 import type { ReceiverWorkerMessage, ReceiverWorkerStart } from "./receiver_worker.ts";
@@ -60,14 +60,27 @@ const SLOTS = 256;
  */
 export const MAX_DATAGRAM_BYTES = 16 * 1024;
 /**
- * Nice levels every other thread of the collector steps down (the main thread once the
- * receive thread runs, a sink's thread when it starts). When the machine is short of CPU
- * (the pool, the databases and the collector on a few cores), the thread that empties the
- * kernel queue must win: whatever it does not read in time is lost, while anything the
- * others do late is only late. Threads are created with their creator's nice value, so the
- * receive thread keeps the original one.
+ * Nice levels every other thread of the collector runs below the receive thread (the main
+ * thread once the receive thread runs, a sink's thread when it starts). When the machine is
+ * short of CPU (the pool, the databases and the collector on a few cores), the thread that
+ * empties the kernel queue must win: whatever it does not read in time is lost, while
+ * anything the others do late is only late. Threads are created with their creator's nice
+ * value, so the receive thread keeps the process's own.
  */
 export const NICE_STEPS_BELOW_RECEIVER = 5;
+
+let processNice: number | undefined;
+
+/**
+ * The nice value every thread but the receive thread runs at: {@link NICE_STEPS_BELOW_RECEIVER}
+ * below the process's own, taken the first time this is asked (on the main thread, before any
+ * thread stepped down). Absolute, not relative to a thread's current value, so that starting
+ * and stopping receivers (tests do, in one process) never pushes a thread further down.
+ */
+export function backgroundNice(): number {
+  processNice ??= threadNice();
+  return Math.min(19, processNice + NICE_STEPS_BELOW_RECEIVER);
+}
 
 /** Bytes of batches held in memory before later ones go to files in the overflow directory. */
 export const OVERFLOW_AFTER_BYTES = 8 * 1024 * 1024;
@@ -135,6 +148,8 @@ function leftoverBatches(dir: string): DatagramBatch[] {
 
 /** Binds the socket at `options.path` and starts receiving on a dedicated thread. */
 export function startReceiver(options: ReceiverOptions): Receiver {
+  const mainNice = threadNice();
+  const nice = backgroundNice();
   const socket = bindDatagramSocket(options.path, {
     mode: options.mode,
     receiveBufferBytes: options.receiveBufferBytes,
@@ -160,13 +175,15 @@ export function startReceiver(options: ReceiverOptions): Receiver {
     worker.terminate();
     closeSocket(socket.fd);
     unlinkSocket(socket.path);
+    // Back to where it was where the kernel allows (raising needs privilege).
+    setThreadNice(mainNice);
     finished();
   };
   worker.onmessage = (event: MessageEvent<ReceiverWorkerMessage>) => {
     const message = event.data;
     if (message.type === "running") {
-      const nice = lowerThreadPriority(NICE_STEPS_BELOW_RECEIVER);
-      log.debug("receive thread running; main thread now at nice {nice}", { nice });
+      setThreadNice(nice);
+      log.debug("receive thread running; main thread now at nice {nice}", { nice: threadNice() });
     } else if (message.type === "batch") {
       const bytes = message.buffer.byteLength;
       options.onBatch({ ...message, settle: () => Atomics.sub(heldBytes, 0, bytes) });

@@ -43,15 +43,21 @@ export interface Service {
  * @param onFatal called if a sink's thread fails
  */
 export function createSinks(config: Config, onFatal: (message: string) => void): Sink[] {
+  const deadlines = {
+    connectTimeoutMs: config.sinkConnectTimeoutMs,
+    writeTimeoutMs: config.sinkWriteTimeoutMs,
+  };
   const postgres: PostgresSinkOptions = {
     url: config.databaseUrl,
     batchMaxSize: config.batchMaxSize,
     flushIntervalMs: config.batchFlushIntervalMs,
+    ...deadlines,
   };
   return [
     createRedisSink({
       url: config.redisUrl,
       streamMaxLen: config.redisStreamMaxLen,
+      ...deadlines,
     }),
     config.postgresThread
       ? postgresThread(postgres, config.logLevel, onFatal)

@@ -1,6 +1,6 @@
 /**
- * PostgreSQL sink: writes events in batches, each batch in one transaction and one round
- * trip. Every event goes to `mining_events`; shares, users, workers, blocks and the weekly
+ * PostgreSQL sink: writes events in batches, each batch in one transaction, over one
+ * connection (`postgres_connection.ts`, node-postgres). Every event goes to `mining_events`; shares, users, workers, blocks and the weekly
  * best difficulty are derived from the same batch (rules in `postgres_batch.ts`).
  *
  * - `push` only appends to an in-memory queue, which takes everything pushed (bounding
@@ -10,9 +10,14 @@
  *   transaction. `mining_events` and `shares` rows are streamed with `COPY ... FROM STDIN`
  *   (text format), which costs the server far less than parsing them out of JSON; the
  *   aggregated state tables (users, workers, blocks, weekly_best_diff) travel as one JSON
- *   parameter each (`json_to_recordset`), their upserts pipelined after the copies.
- * - A failed write stays at the head of the queue and is retried with exponential back-off
- *   (100 ms doubling to 5 s); postgres.js reconnects by itself.
+ *   parameter each (`json_to_recordset`), their upserts after the copies.
+ * - Every round trip has a deadline: making a connection `connectTimeoutMs`, one batch's
+ *   transaction `writeTimeoutMs`. On any failure that is not the data's fault (a refused or
+ *   broken connection, a server shutting down, a deadline) the connection is thrown away and
+ *   the next attempt makes a fresh one: a connection that saw its server go away is never
+ *   trusted again. The failed batch stays at the head of the
+ *   queue and is retried after a back-off of 25 ms doubling to 0.5 s (a refused connection
+ *   costs nothing), so the sink is writing again within about a second of the server's return.
  * - Writes are idempotent on the event id: `mining_events` and `shares` are unique on
  *   (time, event_id), an event repeated inside a batch is written once, and a batch that
  *   meets an event stored already (unique_violation) is sent again without the stored events
@@ -29,8 +34,9 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import postgres from "postgres";
 import { Backoff, sleep } from "../backoff.ts";
+import { withDeadline } from "./deadline.ts";
+import { PgConnection } from "./postgres_connection.ts";
 import { RateLimitedLog } from "../log.ts";
 import type { MiningEvent } from "../events.ts";
 import { PendingQueue } from "../pending_queue.ts";
@@ -59,13 +65,15 @@ export interface PostgresSinkOptions {
   readonly flushIntervalMs: number;
   /** Most events one transaction takes (default 20,000). */
   readonly maxWriteEvents?: number;
+  /** Deadline for making a connection, in milliseconds (default 3 s). */
+  readonly connectTimeoutMs?: number;
+  /** Deadline for writing one batch, in milliseconds (default 15 s). */
+  readonly writeTimeoutMs?: number;
 }
 
-/** Default cap on the events one transaction takes. */
-export const DEFAULT_MAX_WRITE_EVENTS = 20_000;
-
-type Sql = postgres.Sql;
-type Tx = postgres.TransactionSql;
+const DEFAULT_MAX_WRITE_EVENTS = 20_000;
+const DEFAULT_CONNECT_TIMEOUT_MS = 3_000;
+const DEFAULT_WRITE_TIMEOUT_MS = 15_000;
 
 /** Thrown when a commit's outcome is unknown: the connection broke after the statements. */
 class UncertainCommit extends Error {
@@ -94,23 +102,33 @@ function isDataError(error: unknown): boolean {
   return typeof code === "string" && /^(22|54)[0-9A-Z]{3}$/.test(code);
 }
 
+/** A statement with its one parameter: a table's rows as JSON text. */
+interface Upsert {
+  readonly text: string;
+  readonly rows: string;
+}
+
 /**
  * The upserts of the state tables, in dependency order (users before the tables that
- * look user ids up). Parameters are JSON text cast with `::text::json`: postgres.js would
- * JSON-encode a string a second time if the parameter's type were json.
+ * look user ids up). Each takes its rows as one JSON text parameter (`$1::json`).
  */
-function statements(tx: Tx, rows: BatchJson) {
-  const list = [];
+function upserts(rows: BatchJson): Upsert[] {
+  const list: Upsert[] = [];
   if (rows.users !== undefined) {
-    list.push(tx`
+    list.push({
+      rows: rows.users,
+      text: `
       INSERT INTO users AS o (btc_address, last_seen)
       SELECT x.u, to_timestamp(x.t)
-      FROM json_to_recordset(${rows.users}::text::json) AS x(u text, t float8)
+      FROM json_to_recordset($1::json) AS x(u text, t float8)
       ON CONFLICT (btc_address) DO UPDATE SET last_seen = EXCLUDED.last_seen
-      WHERE o.last_seen IS NULL OR o.last_seen < EXCLUDED.last_seen`);
+      WHERE o.last_seen IS NULL OR o.last_seen < EXCLUDED.last_seen`,
+    });
   }
   if (rows.workers !== undefined) {
-    list.push(tx`
+    list.push({
+      rows: rows.workers,
+      text: `
       INSERT INTO workers AS o (
         user_id, worker_name, is_online, current_diff,
         hashrate_1m, hashrate_5m, hashrate_1h, hashrate_24h, hashrate_at,
@@ -120,7 +138,7 @@ function statements(tx: Tx, rows: BatchJson) {
         coalesce(x.h1m, 0), coalesce(x.h5m, 0), coalesce(x.h1h, 0), coalesce(x.h1d, 0),
         to_timestamp(x.ht), x.ip, x.ua, x.s, to_timestamp(x.ca), to_timestamp(x.da),
         to_timestamp(x.sa), to_timestamp(x.ls), x.na, x.nr
-      FROM json_to_recordset(${rows.workers}::text::json) AS x(
+      FROM json_to_recordset($1::json) AS x(
         u text, w text, s text, st boolean, ca float8, da float8, sa float8, ls float8,
         d float8, h1m float8, h5m float8, h1h float8, h1d float8, ht float8,
         ip text, ua text, na bigint, nr bigint)
@@ -148,15 +166,18 @@ function statements(tx: Tx, rows: BatchJson) {
         last_share_at = greatest(o.last_share_at, EXCLUDED.last_share_at),
         last_seen = greatest(o.last_seen, EXCLUDED.last_seen),
         shares_accepted = o.shares_accepted + EXCLUDED.shares_accepted,
-        shares_rejected = o.shares_rejected + EXCLUDED.shares_rejected`);
+        shares_rejected = o.shares_rejected + EXCLUDED.shares_rejected`,
+    });
   }
   if (rows.blocks !== undefined) {
-    list.push(tx`
+    list.push({
+      rows: rows.blocks,
+      text: `
       INSERT INTO blocks AS o (
         block_height, block_hash, user_id, btc_address, worker_name, reward_sats, difficulty,
         network_difficulty, coinbase_sig, source, found_at)
       SELECT x.h, x.hash, u.id, x.u, x.w, x.r, x.d, x.nd, x.cb, x.s, to_timestamp(x.t)
-      FROM json_to_recordset(${rows.blocks}::text::json) AS x(
+      FROM json_to_recordset($1::json) AS x(
         h bigint, hash text, u text, w text, r bigint, d float8, nd float8, cb text, s text,
         t float8)
       LEFT JOIN users u ON u.btc_address = x.u
@@ -169,21 +190,25 @@ function statements(tx: Tx, rows: BatchJson) {
         difficulty = coalesce(nullif(o.difficulty, 0), EXCLUDED.difficulty),
         network_difficulty = coalesce(nullif(o.network_difficulty, 0), EXCLUDED.network_difficulty),
         coinbase_sig = coalesce(o.coinbase_sig, EXCLUDED.coinbase_sig),
-        found_at = least(o.found_at, EXCLUDED.found_at)`);
+        found_at = least(o.found_at, EXCLUDED.found_at)`,
+    });
   }
   if (rows.weekly !== undefined) {
-    list.push(tx`
+    list.push({
+      rows: rows.weekly,
+      text: `
       INSERT INTO weekly_best_diff AS o (
         btc_address, week_start, best_difficulty, best_share_at, total_shares)
       SELECT x.u, x.wk, x.b, to_timestamp(x.bt), x.n
-      FROM json_to_recordset(${rows.weekly}::text::json) AS x(
+      FROM json_to_recordset($1::json) AS x(
         u text, wk date, b float8, bt float8, n bigint)
       ON CONFLICT (btc_address, week_start) DO UPDATE SET
         best_share_at = CASE
           WHEN o.best_share_at IS NULL OR EXCLUDED.best_difficulty > o.best_difficulty
           THEN EXCLUDED.best_share_at ELSE o.best_share_at END,
         best_difficulty = greatest(o.best_difficulty, EXCLUDED.best_difficulty),
-        total_shares = o.total_shares + EXCLUDED.total_shares`);
+        total_shares = o.total_shares + EXCLUDED.total_shares`,
+    });
   }
   return list;
 }
@@ -195,35 +220,6 @@ function statements(tx: Tx, rows: BatchJson) {
 type BatchJson = {
   [table in keyof BatchRows]: table extends "events" ? string : string | undefined;
 };
-
-/**
- * Streams `data` (COPY text format) into `table` with `COPY ... FROM STDIN`.
- *
- * postgres.js 3.4.9 never settles the stream when the server refuses the data after the
- * end of it was sent (porsager/postgres#1173): the error only reaches the query's `reject`,
- * whose promise already resolved with the stream. So that `reject` is wrapped, and the copy
- * ends with the stream finishing or with the server's error, whichever comes first.
- */
-async function copyIn(tx: Tx, table: "mining_events" | "shares", columns: string, data: string) {
-  const query = tx.unsafe(`COPY ${table} (${columns}) FROM STDIN`);
-  let fail!: (error: unknown) => void;
-  const failure = new Promise<never>((_, reject) => fail = reject);
-  failure.catch(() => {}); // observed through the race below, or not needed
-  const internal = query as unknown as { reject: (error: unknown) => void };
-  const reject = internal.reject;
-  internal.reject = (error) => {
-    fail(error);
-    reject(error);
-  };
-  const stream = await query.writable();
-  const finished = new Promise<void>((resolve, reject) => {
-    stream.once("finish", resolve);
-    stream.once("error", reject);
-  });
-  finished.catch(() => {});
-  stream.end(data);
-  await Promise.race([finished, failure]);
-}
 
 /**
  * Largest JSON a batch may send, in characters. A batch of big payloads beyond it is split
@@ -273,19 +269,21 @@ function isUniqueViolation(error: unknown): boolean {
  * shares, in `shares` (which keeps its rows longer). Matched on id and time, like the unique
  * indexes, with the time computed as COPY stores it (`to_timestamp`).
  */
-async function storedIds(tx: Tx, batch: readonly MiningEvent[]): Promise<Set<string>> {
+async function storedIds(db: PgConnection, batch: readonly MiningEvent[]): Promise<Set<string>> {
   const keys = toJson(batch.map((event) => ({
     i: storedId(event),
     t: event.ts,
     s: event.event === "share_submitted",
   })));
-  const rows = await tx<{ id: string }[]>`
-    SELECT x.i AS id
-    FROM json_to_recordset(${keys}::text::json) AS x(i text, t float8, s boolean)
+  const rows = await db.query<{ id: string }>(
+    `SELECT x.i AS id
+    FROM json_to_recordset($1::json) AS x(i text, t float8, s boolean)
     WHERE EXISTS (
         SELECT 1 FROM mining_events e WHERE e.event_id = x.i AND e.ts = to_timestamp(x.t))
       OR (x.s AND EXISTS (
-        SELECT 1 FROM shares h WHERE h.event_id = x.i AND h.time = to_timestamp(x.t)))`;
+        SELECT 1 FROM shares h WHERE h.event_id = x.i AND h.time = to_timestamp(x.t)))`,
+    [keys],
+  );
   return new Set(rows.map((row) => row.id));
 }
 
@@ -300,15 +298,15 @@ async function storedIds(tx: Tx, batch: readonly MiningEvent[]): Promise<Set<str
  * are stored, leaves them out and writes the rest the same way: so the counters in the state
  * tables never count an event twice.
  */
-async function writeBatch(sql: Sql, batch: readonly MiningEvent[]): Promise<number> {
+async function writeBatch(db: PgConnection, batch: readonly MiningEvent[]): Promise<number> {
   const fresh = withoutRepeats(batch);
   try {
-    await writeRows(sql, fresh, false);
+    await writeRows(db, fresh, false);
     return batch.length - fresh.length;
   } catch (error) {
     if (!isUniqueViolation(error)) throw error;
   }
-  return batch.length - fresh.length + await writeRows(sql, fresh, true);
+  return batch.length - fresh.length + await writeRows(db, fresh, true);
 }
 
 /**
@@ -316,37 +314,38 @@ async function writeBatch(sql: Sql, batch: readonly MiningEvent[]): Promise<numb
  * returns how many it left out.
  */
 async function writeRows(
-  sql: Sql,
+  db: PgConnection,
   batch: readonly MiningEvent[],
   skipStored: boolean,
 ): Promise<number> {
   let rows = skipStored ? undefined : encode(batch);
   let skipped = 0;
   let xid: string | undefined;
+  await db.query("BEGIN");
   try {
-    await sql.begin(async (tx) => {
-      if (rows === undefined) {
-        const rest = withoutRepeats(batch, await storedIds(tx, batch));
-        skipped = batch.length - rest.length;
-        if (rest.length === 0) return;
-        rows = encode(rest);
+    if (rows === undefined) {
+      const rest = withoutRepeats(batch, await storedIds(db, batch));
+      skipped = batch.length - rest.length;
+      if (rest.length === 0) {
+        await db.query("COMMIT");
+        return skipped;
       }
-      // The bulk rows by COPY, one table after the other (a copy holds the connection).
-      if (rows.shares !== undefined) {
-        await copyIn(tx, "shares", SHARE_COPY_COLUMNS, rows.shares);
-      }
-      await copyIn(tx, "mining_events", EVENT_COPY_COLUMNS, rows.events);
-      // Created together, so postgres.js sends them in one go.
-      const [[head]] = await Promise.all([
-        tx<{ xid: string }[]>`SELECT pg_current_xact_id()::text AS xid`,
-        ...statements(tx, rows),
-      ]);
-      xid = head.xid;
-    });
+      rows = encode(rest);
+    }
+    // The bulk rows by COPY, one table after the other (a copy holds the connection).
+    if (rows.shares !== undefined) {
+      await db.copyIn(`COPY shares (${SHARE_COPY_COLUMNS}) FROM STDIN`, rows.shares);
+    }
+    await db.copyIn(`COPY mining_events (${EVENT_COPY_COLUMNS}) FROM STDIN`, rows.events);
+    for (const upsert of upserts(rows)) await db.query(upsert.text, [upsert.rows]);
+    [{ xid }] = await db.query<{ xid: string }>("SELECT pg_current_xact_id()::text AS xid");
+    await db.query("COMMIT");
   } catch (error) {
     if (xid !== undefined && !isDataError(error) && !isUniqueViolation(error)) {
       throw new UncertainCommit(xid, error);
     }
+    // The connection lives on after an error the server reported; the transaction must end.
+    if (!db.broken) await db.query("ROLLBACK").catch(() => {});
     throw error;
   }
   return skipped;
@@ -358,18 +357,25 @@ export function createPostgresSink(options: PostgresSinkOptions): Sink {
   const maxWrite = Math.max(1, options.maxWriteEvents ?? DEFAULT_MAX_WRITE_EVENTS);
   const batchMaxSize = Math.max(1, options.batchMaxSize);
   const queue = new PendingQueue<MiningEvent>();
-  const backoff = new Backoff(100, 5_000);
+  const connectTimeoutMs = options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
+  const writeTimeoutMs = options.writeTimeoutMs ?? DEFAULT_WRITE_TIMEOUT_MS;
+  const backoff = new Backoff(25, 500);
   const closing = new AbortController();
   const refusals = new RateLimitedLog(log, 5);
   const stats = { written: 0, retried: 0, dropped: 0 };
   const writeLatency = new Histogram(); // encoding the batch included: it is part of each write
-  const sql = postgres(options.url, {
-    max: 1, // one write at a time
-    onnotice: () => {},
-    connect_timeout: 5,
-    fetch_types: false,
-    connection: { application_name: "tbg-collector" },
-  });
+
+  let db: PgConnection | undefined;
+  /** Throws the connection away; the next write makes a fresh one. */
+  const discard = () => {
+    db?.destroy();
+    db = undefined;
+  };
+  /** Runs `work` on the connection (a fresh one if there is none) within the write deadline. */
+  async function roundTrip<T>(what: string, work: (db: PgConnection) => Promise<T>): Promise<T> {
+    db ??= await PgConnection.open(options.url, connectTimeoutMs);
+    return withDeadline(work(db), writeTimeoutMs, what, discard);
+  }
 
   let closed = false;
   let timer: ReturnType<typeof setTimeout> | undefined;
@@ -444,8 +450,13 @@ export function createPostgresSink(options: PostgresSinkOptions): Sink {
 
   /** Settles a commit whose outcome was unknown; true once it is known. */
   async function resolveUncertain(state: { xid: string; count: number }): Promise<boolean> {
-    const [row] = await sql<{ status: string | null }[]>`
-      SELECT pg_xact_status(${state.xid}::text::xid8) AS status`;
+    const [row] = await roundTrip(
+      "checking a commit",
+      (db) =>
+        db.query<{ status: string | null }>("SELECT pg_xact_status($1::xid8) AS status", [
+          state.xid,
+        ]),
+    );
     if (row.status === "in progress") return false;
     uncertain = undefined;
     if (row.status === "committed") {
@@ -469,6 +480,7 @@ export function createPostgresSink(options: PostgresSinkOptions): Sink {
             await failed("commit still in progress", queue.length);
           }
         } catch (error) {
+          discard();
           await failed(error, queue.length);
         }
         continue;
@@ -481,7 +493,10 @@ export function createPostgresSink(options: PostgresSinkOptions): Sink {
       }
       try {
         const started = performance.now();
-        const repeats = await writeBatch(sql, batch);
+        const repeats = await roundTrip(
+          `writing ${count} events`,
+          (db) => writeBatch(db, batch),
+        );
         writeLatency.observe((performance.now() - started) / 1000);
         if (repeats > 0) {
           log.info("{repeats} of {count} events were stored already or repeated; kept once", {
@@ -493,6 +508,7 @@ export function createPostgresSink(options: PostgresSinkOptions): Sink {
       } catch (error) {
         if (closed) return;
         if (error instanceof UncertainCommit) {
+          discard();
           uncertain = { xid: error.xid, count };
           await failed(error, queue.length);
         } else if (isDataError(error)) {
@@ -515,6 +531,7 @@ export function createPostgresSink(options: PostgresSinkOptions): Sink {
             });
           }
         } else {
+          discard();
           await failed(error, queue.length);
         }
       }
@@ -556,7 +573,7 @@ export function createPostgresSink(options: PostgresSinkOptions): Sink {
       timer = undefined;
       closing.abort();
       queue.release();
-      await sql.end({ timeout: 5 });
+      await db?.end(5_000);
       await loop;
     },
     stats(): SinkStats {

@@ -27,6 +27,10 @@ export interface RedisSinkOptions {
   readonly streamMaxLen: number;
   /** Events per pipeline. */
   readonly maxBatch?: number;
+  /** Deadline for making a connection, in milliseconds (default 3 s). */
+  readonly connectTimeoutMs?: number;
+  /** Deadline for one pipeline's replies, in milliseconds (default 15 s). */
+  readonly writeTimeoutMs?: number;
 }
 
 /** Channel on which `block_found` events are published. */
@@ -68,7 +72,11 @@ export function createRedisSink(options: RedisSinkOptions): Sink {
   const maxLen = String(options.streamMaxLen);
   const url = redactUrl(options.url);
   const queue = new PendingQueue<MiningEvent>();
-  const backoff = new Backoff(100, 5000);
+  const connectTimeoutMs = options.connectTimeoutMs ?? 3_000;
+  const writeTimeoutMs = options.writeTimeoutMs ?? 15_000;
+  // Capped low: a refused connection costs nothing, and the sink must be writing again
+  // within half a second of Redis's return.
+  const backoff = new Backoff(25, 500);
   const closing = new AbortController();
   // Redis refuses no event for its data, so nothing is ever dropped here.
   const stats = { written: 0, retried: 0, dropped: 0 };
@@ -80,7 +88,7 @@ export function createRedisSink(options: RedisSinkOptions): Sink {
   /** Sends one batch; returns how many events, from the front, Redis confirmed. */
   async function send(batch: MiningEvent[]): Promise<number> {
     if (!connection || connection.broken) {
-      connection = await RespConnection.connect(options.url);
+      connection = await RespConnection.connect(options.url, connectTimeoutMs);
       log.info("connected to {url}", { url });
     }
     const commands: string[][] = [];
@@ -92,7 +100,7 @@ export function createRedisSink(options: RedisSinkOptions): Sink {
       }
     }
     const started = performance.now();
-    const replies = await connection.pipeline(commands);
+    const replies = await connection.pipeline(commands, writeTimeoutMs);
     const failed = replies.findIndex((reply) => reply instanceof RespError);
     if (failed < 0) {
       writeLatency.observe((performance.now() - started) / 1000);
@@ -127,7 +135,7 @@ export function createRedisSink(options: RedisSinkOptions): Sink {
         }
         stats.retried++;
         const delay = backoff.next();
-        if (!failing || delay === 5000) {
+        if (!failing) {
           log.warn(
             "write to {url} failed, {pending} events kept, retrying in {delay} ms: {error}",
             {

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { DeadlineExceeded } from "./deadline.ts";
 
 /** An error reply from Redis, returned in place of the command's result. */
 export class RespError extends Error {
@@ -117,7 +118,7 @@ class ReplyReader {
   }
 }
 
-/** One TCP (or TLS) connection to Redis that sends pipelines. */
+/** One TCP (or TLS) connection to Redis that sends pipelines, each within a deadline. */
 export class RespConnection {
   readonly #conn: Deno.Conn;
   readonly #reader = new ReplyReader();
@@ -133,7 +134,7 @@ export class RespConnection {
    * Connects to `url` (`redis://[user:password@]host[:port][/db]`, or `rediss://` for TLS),
    * authenticates and selects the database.
    */
-  static async connect(url: string, timeoutMs = 5000): Promise<RespConnection> {
+  static async connect(url: string, timeoutMs = 5_000): Promise<RespConnection> {
     const parsed = new URL(url);
     const hostname = parsed.hostname.replace(/^\[|\]$/g, "") || "localhost";
     const port = Number(parsed.port || 6379);
@@ -155,7 +156,7 @@ export class RespConnection {
     if (db && db !== "0") setup.push(["SELECT", db]);
     if (setup.length > 0) {
       try {
-        const replies = await connection.pipeline(setup);
+        const replies = await connection.pipeline(setup, timeoutMs);
         const failed = replies.find((reply) => reply instanceof RespError);
         if (failed) throw failed;
       } catch (error) {
@@ -173,10 +174,19 @@ export class RespConnection {
 
   /**
    * Writes all commands at once and returns their replies in order. Error replies are
-   * returned, not thrown; a connection failure throws and breaks the connection.
+   * returned, not thrown; a connection failure, or no replies within `timeoutMs`, throws and
+   * breaks the connection.
    */
-  async pipeline(commands: readonly (readonly string[])[]): Promise<RespReply[]> {
+  async pipeline(
+    commands: readonly (readonly string[])[],
+    timeoutMs = 15_000,
+  ): Promise<RespReply[]> {
     if (this.#broken) throw this.#broken;
+    // Closing the connection ends the pending write or read, which then throws.
+    const deadline = setTimeout(() => {
+      this.#broken = new DeadlineExceeded(`${commands.length} Redis commands`, timeoutMs);
+      this.close();
+    }, timeoutMs);
     try {
       const bytes = encodeCommands(commands);
       for (let written = 0; written < bytes.length;) {
@@ -195,9 +205,11 @@ export class RespConnection {
       }
       return replies;
     } catch (error) {
-      this.#broken = error instanceof Error ? error : new Error(String(error));
+      this.#broken ??= error instanceof Error ? error : new Error(String(error));
       this.close();
       throw this.#broken;
+    } finally {
+      clearTimeout(deadline);
     }
   }
 

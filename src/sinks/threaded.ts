@@ -14,12 +14,12 @@
  *
  * @module
  */
-import { lowerThreadPriority } from "../../ffi/libc.ts";
+import { setThreadNice } from "../../ffi/libc.ts";
 import type { MiningEvent } from "../events.ts";
 import type { LogLevel } from "../config.ts";
 import { configureLogging } from "../log.ts";
 import { Histogram, type HistogramSnapshot } from "../metrics.ts";
-import { NICE_STEPS_BELOW_RECEIVER } from "../receiver.ts";
+import { backgroundNice } from "../receiver.ts";
 import type { Sink, SinkStats } from "../sink.ts";
 
 /** Counters the worker reports; `pending` is worked out on the main thread. */
@@ -33,7 +33,12 @@ interface WorkerStats {
 
 /** Messages from the main thread to a sink worker. */
 type ToWorker =
-  | { readonly type: "start"; readonly options: unknown; readonly logLevel?: LogLevel }
+  | {
+    readonly type: "start";
+    readonly options: unknown;
+    readonly logLevel?: LogLevel;
+    readonly nice: number;
+  }
   | { readonly type: "push"; readonly events: string }
   | { readonly type: "flush"; readonly id: number }
   | { readonly type: "abort"; readonly id: number }
@@ -111,7 +116,12 @@ export function startThreadedSink<T>(options: ThreadedSinkOptions<T>): Sink {
     finish();
     options.onFatal(`${options.name} sink thread failed: ${event.message}`);
   };
-  post({ type: "start", options: options.options, logLevel: options.logLevel });
+  post({
+    type: "start",
+    options: options.options,
+    logLevel: options.logLevel,
+    nice: backgroundNice(),
+  });
 
   function post(message: ToWorker): void {
     if (alive) worker.postMessage(message);
@@ -206,7 +216,7 @@ export function serveSink<T>(createSink: (options: T) => Sink): void {
   const handle = async (message: ToWorker): Promise<void> => {
     switch (message.type) {
       case "start":
-        lowerThreadPriority(NICE_STEPS_BELOW_RECEIVER);
+        setThreadNice(message.nice);
         if (message.logLevel) await configureLogging(message.logLevel);
         sink = createSink(message.options as T);
         return;

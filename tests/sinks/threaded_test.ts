@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import postgres from "postgres";
 import { type MiningEvent, parseEvent } from "../../src/events.ts";
 import type { PostgresSinkOptions } from "../../src/sinks/postgres.ts";
+import { backgroundNice, startReceiver } from "../../src/receiver.ts";
 import { startThreadedSink } from "../../src/sinks/threaded.ts";
 import { freePort, loadSchema, startPostgres } from "../support/services.ts";
 import { waitFor } from "../support/wait.ts";
@@ -126,15 +127,40 @@ function niceOf(tid: string): number {
   return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[16]);
 }
 
-/** Threads of this process running at a lower priority than its main thread. */
-function threadsBelowMain(): number {
-  const main = niceOf(String(Deno.pid));
-  return [...Deno.readDirSync("/proc/self/task")].filter((task) => niceOf(task.name) > main)
-    .length;
+/** Nice values of every thread of this process. */
+function threadNices(): number[] {
+  return [...Deno.readDirSync("/proc/self/task")].map((task) => niceOf(task.name));
 }
 
-Deno.test("a sink thread runs below the priority of the thread that started it", async () => {
-  const before = threadsBelowMain();
+Deno.test("a sink thread runs below the receive thread, however many collectors ran before", async () => {
+  // Other tests in this process start and stop receivers, each of which steps the main thread
+  // down while it runs. Stepping down by a relative amount once left the main thread at 19
+  // after a few of them, with no level left below it for a sink's thread.
+  const mainBefore = niceOf(String(Deno.pid));
+  const dir = await Deno.makeTempDir({ prefix: "tbg-nice-" });
+  try {
+    for (let i = 0; i < 5; i++) {
+      const receiver = startReceiver({
+        path: `${dir}/r${i}.sock`,
+        mode: 0o600,
+        receiveBufferBytes: 65_536,
+        onBatch: () => {},
+        onError: () => {},
+      });
+      await waitFor(() => niceOf(String(Deno.pid)) === backgroundNice(), {
+        what: "the main thread stepping below the receive thread",
+      });
+      await receiver.stop();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+  const mainNow = niceOf(String(Deno.pid));
+  assert.ok(mainNow <= backgroundNice(), `main thread at ${mainNow}, pushed down further`);
+  if (Deno.uid() === 0) assert.equal(mainNow, mainBefore, "a stopped receiver gives it back");
+
+  const atBackground = () => threadNices().filter((nice) => nice === backgroundNice()).length;
+  const before = atBackground();
   const sink = startThreadedSink({
     name: "postgres",
     worker: POSTGRES_WORKER,
@@ -142,7 +168,9 @@ Deno.test("a sink thread runs below the priority of the thread that started it",
     onFatal: () => {},
   });
   try {
-    await waitFor(() => threadsBelowMain() > before, { what: "a thread at a lower priority" });
+    await waitFor(() => atBackground() > before, {
+      what: `a thread at nice ${backgroundNice()}, below the receive thread's`,
+    });
   } finally {
     await sink.close();
   }

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { timescaledbInstalled, timescaledbServerArgs } from "../../scripts/timescaledb.ts";
 import { waitFor } from "./wait.ts";
 
 /** A running service started by this module. */
@@ -14,6 +15,11 @@ export interface Service {
   readonly dir: string;
   /** Kills the process (SIGKILL) without removing its data; `start()` again reuses it. */
   kill(): Promise<void>;
+  /**
+   * Sends `signal` to the server and waits for it to exit, keeping its data: for PostgreSQL
+   * SIGINT is `pg_ctl stop -m fast`, SIGQUIT `-m immediate`; for Redis SIGTERM is a shutdown.
+   */
+  halt(signal: Deno.Signal): Promise<void>;
   /** Starts the process again on the same port and data dir, after {@link kill}. */
   start(): Promise<void>;
   /** Stops the process and removes its dir. */
@@ -162,6 +168,7 @@ export async function startRedis(
     dir,
     start,
     kill: () => killProcess(child, "SIGKILL"),
+    halt: (signal) => killProcess(child, signal),
     stop: async () => {
       await killProcess(child, "SIGTERM");
       await Deno.remove(dir, { recursive: true });
@@ -205,7 +212,8 @@ export async function startPostgres(
     "--locale=C",
   ], true);
   let child: Deno.ChildProcess | undefined;
-  const start = async () => {
+  let exited = false;
+  const spawn = () => {
     child = spawnQuiet(`${bin}/postgres`, [
       "-D",
       data,
@@ -221,13 +229,32 @@ export async function startPostgres(
       `synchronous_commit=${crashSafe ? "on" : "off"}`,
       "-c",
       "full_page_writes=off",
+      ...timescaledbServerArgs(bin),
+      // No background jobs: tests write fixed dates, which retention would drop under them.
+      // The TimescaleDB tests run the policies' jobs themselves.
+      ...(hasTimescaledb() ? ["-c", "timescaledb.max_background_workers=0"] : []),
     ], true);
+    exited = false;
+    const spawned = child;
+    void spawned.status.then(() => {
+      if (child === spawned) exited = true;
+    });
+  };
+  // After a SIGKILL the old server's backends may still hold its shared memory for a moment,
+  // and a new server refuses to start until they are gone: so it is started again until one
+  // stays up.
+  const start = async () => {
+    spawn();
     await waitFor(
       async () => {
+        if (exited) {
+          spawn();
+          return false;
+        }
         await run(`${bin}/pg_isready`, ["-h", "127.0.0.1", "-p", String(port), "-U", "postgres"]);
         return true;
       },
-      { what: `postgres on port ${port}`, timeoutMs: 30_000, intervalMs: 50 },
+      { what: `postgres on port ${port}`, timeoutMs: 30_000, intervalMs: 20 },
     );
   };
   await start();
@@ -238,11 +265,17 @@ export async function startPostgres(
     dir,
     start,
     kill: () => killProcess(child, "SIGKILL"),
+    halt: (signal) => killProcess(child, signal),
     stop: async () => {
       await killProcess(child, "SIGTERM");
       await Deno.remove(dir, { recursive: true });
     },
   };
+}
+
+/** Whether the servers {@link startPostgres} starts have TimescaleDB (preloaded). */
+export function hasTimescaledb(): boolean {
+  return timescaledbInstalled(postgresBinDir());
 }
 
 /** Path of `psql` next to the server binaries. */
