@@ -11,9 +11,10 @@
  *
  * Ctrl-C (or SIGTERM) stops the emitter, then the collector (which flushes), then the servers
  * this command started; the data stays for the next run. Every child runs in a session of its
- * own, so the terminal's SIGINT reaches this script alone, which stops them in order; the copy
- * `deno task` forwards arrives a moment after the terminal's and counts as the same press.
- * A second press after that kills everything. As root, PostgreSQL runs as the
+ * own (`setsid`), so the terminal's SIGINT reaches this script alone, which stops them in
+ * order; under `deno task` it arrives twice (the terminal's, and the copy the task runner
+ * forwards), and a repeat within a moment counts as the same press. A second press after
+ * that kills everything. As root, PostgreSQL runs as the
  * `postgres` user (it refuses to run as root) through `setpriv`.
  *
  * ```sh
@@ -202,7 +203,6 @@ async function run(
   let out: Deno.CommandOutput;
   try {
     out = await new Deno.Command(program, {
-      detached: true, // a Ctrl-C is this script's to act on (see Child)
       args: argv,
       env,
       stdin: "null",
@@ -248,8 +248,6 @@ class Child {
         args: argv,
         cwd: ROOT,
         env: options.env,
-        // Out of the terminal's process group: Ctrl-C is this script's to hand on, in order.
-        detached: true,
         stdin: "null",
         stdout: mode,
         stderr: mode,
@@ -1065,7 +1063,8 @@ async function main(args: string[]): Promise<number> {
     }
   } finally {
     const collectorCode = await stopAll(stack);
-    if (collectorCode !== 0) exitCode = 1;
+    // Killed by a second press: whatever was killed did not stop cleanly.
+    if (collectorCode !== 0 || signalCount > 1) exitCode = 1;
   }
   say(
     exitCode === 0

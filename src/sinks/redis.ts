@@ -75,8 +75,8 @@ export function createRedisSink(options: RedisSinkOptions): Sink {
   const connectTimeoutMs = options.connectTimeoutMs ?? 3_000;
   const writeTimeoutMs = options.writeTimeoutMs ?? 15_000;
   // Capped low: a refused connection costs nothing, and the sink must be writing again
-  // within half a second of Redis's return.
-  const backoff = new Backoff(25, 500);
+  // well within a second of Redis's return.
+  const backoff = new Backoff(25, 250);
   const closing = new AbortController();
   // Redis refuses no event for its data, so nothing is ever dropped here.
   const stats = { written: 0, retried: 0, dropped: 0 };
