@@ -29,6 +29,7 @@ import postgres from "postgres";
 import { createClient } from "redis";
 import { psqlPath, type Service, startPostgres, startRedis } from "../tests/support/services.ts";
 import { loadSchema } from "../tests/support/services.ts";
+import { type Ceiling, postgresCeiling, redisCeiling } from "./ceilings.ts";
 
 const root = new URL("../", import.meta.url).pathname;
 const QLEN_PATH = "/proc/sys/net/unix/max_dgram_qlen";
@@ -229,6 +230,8 @@ interface RunResult {
   wallSeconds?: number;
   /** From sender end until both sinks held everything. */
   drainSeconds?: number;
+  /** The collector's write rates against the servers' own, measured after the run. */
+  ceilings?: { postgres?: Ceiling; redis?: Ceiling };
 }
 
 // ------------------------------------------------------------------------------------------
@@ -851,6 +854,15 @@ async function runScenario(scenario: Scenario, sender: string, tmp: string): Pro
       latencyMs: lat.latency,
     };
     result.pg = { ...(await pgCounts(sql)), latencyMs: await pgLatency(sql) };
+    // Last: the PostgreSQL ceiling empties the tables and copies the same rows back.
+    result.ceilings = {
+      redis: await redisCeiling(
+        (command) => redis!.sendCommand(command),
+        redisService.port,
+        Object.keys(byStream),
+      ),
+      postgres: await postgresCeiling(sql, pgService.dir),
+    };
     if (result.exitCode !== 0) {
       result.error = `collector exited with code ${result.exitCode}:\n${child.tail(10)}`;
     }
@@ -961,6 +973,19 @@ function runTable(r: RunResult): string {
       } s`,
     ]);
   }
+  if (r.cpuSeconds !== undefined && r.stop?.received) {
+    rows.push(["collector CPU per event", `${fixed(cpuPerEventUs(r), 1)} µs`]);
+  }
+  const share = (c: Ceiling | undefined) =>
+    c
+      ? `${int(Math.round(c.collector))} / ${int(Math.round(c.server))} events/s = ${
+        fixed(100 * c.collector / c.server, 0)
+      }%`
+      : "n/a";
+  if (r.ceilings) {
+    rows.push(["PostgreSQL: collector / server's own COPY", share(r.ceilings.postgres)]);
+    rows.push(["Redis: collector / pipelined XADD", share(r.ceilings.redis)]);
+  }
   if (r.serverCpu && r.wallSeconds) {
     const pct = (x: number) => `${fixed(x, 1)} s (${fixed(100 * x / r.wallSeconds!, 0)}%)`;
     rows.push([
@@ -998,6 +1023,15 @@ function runTable(r: RunResult): string {
   ].join("\n");
 }
 
+const ceilingShare = (c: Ceiling | undefined) =>
+  c ? `${fixed(100 * c.collector / c.server, 0)}%` : "n/a";
+
+/** Collector CPU, all threads, per event received, in microseconds. */
+function cpuPerEventUs(r: RunResult): number | undefined {
+  if (r.cpuSeconds === undefined || !r.stop?.received) return undefined;
+  return 1e6 * r.cpuSeconds / r.stop.received;
+}
+
 function summaryTable(results: RunResult[]): string {
   const header = [
     "scenario",
@@ -1010,6 +1044,9 @@ function summaryTable(results: RunResult[]): string {
     "Redis p99",
     "PG p99",
     "CPU %",
+    "CPU µs/event",
+    "PG % of COPY",
+    "Redis % of XADD",
     "peak RSS MB",
   ];
   const lines = results.map((r) => {
@@ -1029,6 +1066,9 @@ function summaryTable(results: RunResult[]): string {
       ms(r.redis?.latencyMs?.p99),
       ms(r.pg?.latencyMs?.p99),
       fixed(r.cpuPercent, 0),
+      fixed(cpuPerEventUs(r), 1),
+      ceilingShare(r.ceilings?.postgres),
+      ceilingShare(r.ceilings?.redis),
       fixed(r.peakRssMb, 1),
     ];
   });

@@ -30,8 +30,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#define USERS 200
-#define WORKERS_PER_USER 4
+/* A pool's cardinality: the workers and users tables see thousands of distinct rows. */
+#define USERS 1000
+#define WORKERS_PER_USER 7
 #define SLICE_NS 1000000L /* 1 ms */
 
 enum { SHARE, BEST, CONNECT, DISCONNECT, NEWBLOCK, NTYPES };

@@ -7,7 +7,7 @@
  */
 
 /** Flag bit: the datagram did not fit its receive slot and was cut. */
-export const FLAG_TRUNCATED = 1;
+const FLAG_TRUNCATED = 1;
 
 const HEADER_BYTES = 8;
 

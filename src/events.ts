@@ -125,9 +125,6 @@ export const KNOWN_EVENT_TYPES: readonly KnownEventType[] = Object.freeze(
   Object.keys(dataSchemas) as KnownEventType[],
 );
 
-/** Payload of a known event type after defaults are applied. */
-export type EventData<T extends KnownEventType> = z.output<(typeof dataSchemas)[T]>;
-
 /** Who produced the event: the hosted pool, a miner's proxy, or a self-hosted pool. */
 export const EVENT_SOURCES = ["hosted", "proxy", "self-hosted"] as const;
 export type EventSource = (typeof EVENT_SOURCES)[number];

@@ -5,7 +5,7 @@
  */
 
 /** Below this, a burst of events overflows the kernel queue before it can be read. */
-export const MIN_DGRAM_QLEN = 1024;
+const MIN_DGRAM_QLEN = 1024;
 const QLEN_PATH = "/proc/sys/net/unix/max_dgram_qlen";
 
 /** `net.unix.max_dgram_qlen` of this network namespace, or undefined where unreadable. */

@@ -83,7 +83,7 @@ export function backgroundNice(): number {
 }
 
 /** Bytes of batches held in memory before later ones go to files in the overflow directory. */
-export const OVERFLOW_AFTER_BYTES = 8 * 1024 * 1024;
+const OVERFLOW_AFTER_BYTES = 8 * 1024 * 1024;
 
 const OVERFLOW_FILE = /^[0-9]{15}-[0-9]{12}\.batch$/;
 

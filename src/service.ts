@@ -87,7 +87,8 @@ export function statsLine(collector: Collector, delivery: Delivery): string {
   const { spool, sinks } = delivery.stats();
   const parts = delivery.sinks.map((sink, i) => {
     const s = sink.stats();
-    return `${sink.name}: written=${s.written} pending=${s.pending} retried=${s.retried} ` +
+    return `${sink.name}: ${s.up ? "up" : "DOWN"} written=${s.written} pending=${s.pending} ` +
+      `retried=${s.retried} ` +
       `dropped=${s.dropped} behind=${sinks[i].behind} lost=${sinks[i].lost}`;
   });
   const memory = Deno.memoryUsage();

@@ -42,6 +42,7 @@ Deno.test("a running collector serves its counters and health, and the port it h
     BATCH_FLUSH_INTERVAL: "0.1",
     METRICS_HOST: "127.0.0.1",
     METRICS_PORT: String(port),
+    STATS_INTERVAL: "0.2",
   };
   const base = `http://127.0.0.1:${port}`;
   const collector = spawnCollector(env);
@@ -103,7 +104,13 @@ Deno.test("a running collector serves its counters and health, and the port it h
     const body = await away.json();
     assert.equal(body.sinks.redis.up, false);
     assert.equal(body.sinks.redis.spooling, true);
+    // The stats line says so too, and says when it is back.
+    const newOutput = (from: number) => () => collector.output().slice(from);
+    const down = newOutput(collector.output().length);
+    await waitFor(() => /redis: DOWN written=/.test(down()), { what: "redis: DOWN in stats" });
     await redis.start();
+    const back = newOutput(collector.output().length);
+    await waitFor(() => /redis: up written=/.test(back()), { what: "redis: up in stats" });
     sender.close();
 
     const second = spawnCollector({

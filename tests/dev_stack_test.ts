@@ -439,7 +439,7 @@ Deno.test({
       await writer.write(new Uint8Array([3])); // Ctrl-C
       writer.releaseLock();
     };
-    const session = async () => {
+    const session = () => {
       const child = run();
       let text = "";
       const drained = Promise.all([child.stdout, child.stderr].map(async (stream) => {
@@ -457,7 +457,7 @@ Deno.test({
     };
 
     try {
-      const first = await session();
+      const first = session();
       await first.waitForText(/the pipeline is running/);
       await press(first.child);
       const status = await first.exit;
@@ -474,7 +474,7 @@ Deno.test({
 
       // A second press a moment after the first still kills: the way out of a stop that
       // hangs, here because redis-server is frozen and never finishes its shutdown.
-      const second = await session();
+      const second = session();
       await second.waitForText(/the pipeline is running/);
       const { redis } = serverPids(second.text());
       Deno.kill(redis, "SIGSTOP");

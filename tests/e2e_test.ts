@@ -359,8 +359,8 @@ async function stopCollector(stack: Stack, total: number): Promise<void> {
   console.log(`collector stopped: ${line}`);
   assert.match(line, /invalid=0 lost=0 /);
   assert.match(line, new RegExp(`^received=${total} accepted=${total} `));
-  assert.match(line, new RegExp(`redis: written=${total} pending=0 retried=\\d+ dropped=0`));
-  assert.match(line, new RegExp(`postgres: written=${total} pending=0 retried=\\d+ dropped=0`));
+  assert.match(line, new RegExp(`redis: up written=${total} pending=0 retried=\\d+ dropped=0`));
+  assert.match(line, new RegExp(`postgres: up written=${total} pending=0 retried=\\d+ dropped=0`));
   const [{ n }] = await stack.sql`select count(*)::int as n from mining_events`;
   assert.equal(n, total, "nothing arrived after the checks");
 }

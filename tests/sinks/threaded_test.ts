@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import postgres from "postgres";
 import { type MiningEvent, parseEvent } from "../../src/events.ts";
 import type { PostgresSinkOptions } from "../../src/sinks/postgres.ts";
+import { threadNice } from "../../ffi/libc.ts";
 import { backgroundNice, startReceiver } from "../../src/receiver.ts";
 import { startThreadedSink } from "../../src/sinks/threaded.ts";
 import { freePort, loadSchema, startPostgres } from "../support/services.ts";
@@ -136,7 +137,8 @@ Deno.test("a sink thread runs below the receive thread, however many collectors 
   // Other tests in this process start and stop receivers, each of which steps the main thread
   // down while it runs. Stepping down by a relative amount once left the main thread at 19
   // after a few of them, with no level left below it for a sink's thread.
-  const mainBefore = niceOf(String(Deno.pid));
+  // This thread (under `deno test` not the process's first one) is the collector's main thread.
+  const mainBefore = threadNice();
   const dir = await Deno.makeTempDir({ prefix: "tbg-nice-" });
   try {
     for (let i = 0; i < 5; i++) {
@@ -147,7 +149,7 @@ Deno.test("a sink thread runs below the receive thread, however many collectors 
         onBatch: () => {},
         onError: () => {},
       });
-      await waitFor(() => niceOf(String(Deno.pid)) === backgroundNice(), {
+      await waitFor(() => threadNice() === backgroundNice(), {
         what: "the main thread stepping below the receive thread",
       });
       await receiver.stop();
@@ -155,7 +157,7 @@ Deno.test("a sink thread runs below the receive thread, however many collectors 
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
-  const mainNow = niceOf(String(Deno.pid));
+  const mainNow = threadNice();
   assert.ok(mainNow <= backgroundNice(), `main thread at ${mainNow}, pushed down further`);
   if (Deno.uid() === 0) assert.equal(mainNow, mainBefore, "a stopped receiver gives it back");
 
