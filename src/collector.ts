@@ -87,22 +87,15 @@ export class Collector {
   /** Processes one batch from the receive thread. */
   ingestBatch(batch: DatagramBatch): void {
     if (batch.refusedSenders > 0) this.#refuseSenders(batch);
-    this.#acceptEach((visit) => forEachDatagram(batch, visit));
+    this.#acceptEach(batch);
     batch.settle?.();
   }
 
-  /** Processes datagrams given directly (tests, tools). */
-  ingest(datagrams: Iterable<Uint8Array>): void {
-    this.#acceptEach((visit) => {
-      for (const bytes of datagrams) visit(bytes, false);
-    });
-  }
-
-  /** Decodes every datagram `each` visits and hands the valid ones on together. */
-  #acceptEach(each: (visit: (bytes: Uint8Array, truncated: boolean) => void) => void): void {
+  /** Decodes every datagram of `batch` and hands the valid ones on together. */
+  #acceptEach(batch: DatagramBatch): void {
     const events: MiningEvent[] = [];
     const datagrams: Uint8Array[] = [];
-    each((bytes, truncated) => {
+    forEachDatagram(batch, (bytes, truncated) => {
       const event = this.#decode(bytes, truncated);
       if (!event) return;
       events.push(event);

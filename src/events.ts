@@ -129,14 +129,22 @@ export const KNOWN_EVENT_TYPES: readonly KnownEventType[] = Object.freeze(
 export const EVENT_SOURCES = ["hosted", "proxy", "self-hosted"] as const;
 export type EventSource = (typeof EVENT_SOURCES)[number];
 
+/** An event's name: it becomes part of a Redis key (`mining:{event}`), so a safe alphabet. */
+const EVENT_NAME = /^[a-z][a-z0-9_]{0,63}$/;
+/** An emitter id: up to 32 hex digits (the patched ckpool sends 16). */
+const EMITTER = /^[0-9a-f]{1,32}$/;
+/**
+ * Latest `ts` accepted, 9999-12-31T23:59:59Z: the last instant PostgreSQL's timestamptz and
+ * JS dates share.
+ */
+export const MAX_TS = 253402300799;
+
 const envelopeSchema = z.object({
-  // The name becomes part of a Redis key (`mining:{event}`), so it is kept to a safe alphabet.
-  event: z.string().regex(/^[a-z][a-z0-9_]{0,63}$/),
-  // Up to the end of year 9999, the last instant PostgreSQL's timestamptz and JS dates share.
-  ts: z.number().positive().max(253402300799),
+  event: z.string().regex(EVENT_NAME),
+  ts: z.number().positive().max(MAX_TS),
   source: z.enum(EVENT_SOURCES),
   seq: z.int().nonnegative().optional(),
-  emitter: z.string().regex(/^[0-9a-f]{1,32}$/).optional(),
+  emitter: z.string().regex(EMITTER).optional(),
   data: z.record(z.string(), z.unknown()).default({}),
 });
 
@@ -227,10 +235,7 @@ function withIdentity(
   return { ok: true, event: { id, ...event } };
 }
 
-const EVENT_NAME = /^[a-z][a-z0-9_]{0,63}$/;
-const EMITTER = /^[0-9a-f]{1,32}$/;
 const SOURCES: ReadonlySet<unknown> = new Set(EVENT_SOURCES);
-const MAX_TS = 253402300799;
 
 /** Marks a value the fast path cannot decide on; zod decides instead. */
 const UNDECIDED = Symbol("undecided");

@@ -5,6 +5,9 @@ import { qlenWarning, readMaxDgramQlen } from "../src/kernel_limits.ts";
 import { renderLogValue } from "../src/log.ts";
 import { pushTo, RecordingSink } from "./support/recording_sink.ts";
 
+/** A datagram that arrived whole. */
+const whole = (bytes: Uint8Array) => ({ bytes, truncated: false });
+
 function batchOf(datagrams: Array<{ bytes: Uint8Array; truncated: boolean }>) {
   const builder = new DatagramBatchBuilder();
   for (const { bytes, truncated } of datagrams) builder.append(bytes, truncated);
@@ -67,15 +70,17 @@ Deno.test("bad datagrams are counted by reason and the good ones around them rea
 Deno.test("a batch of only bad datagrams pushes nothing", () => {
   const sink = new RecordingSink();
   const collector = new Collector(pushTo([sink]));
-  collector.ingest([encode("null"), encode("[]"), encode("")]);
+  collector.ingestBatch(batchOf([encode("null"), encode("[]"), encode("")].map(whole)));
   assert.equal(sink.pushes, 0);
   assert.equal(collector.counters().received, 3);
 });
 
 Deno.test("seq gaps per emitter show up as lost", () => {
   const collector = new Collector(pushTo([new RecordingSink()]));
-  collector.ingest([1, 2, 3, 7, 8].map((seq) => encode(share(seq))));
-  collector.ingest([1, 2].map((seq) => encode({ ...share(seq), emitter: "00bb" })));
+  collector.ingestBatch(batchOf([1, 2, 3, 7, 8].map((seq) => whole(encode(share(seq))))));
+  collector.ingestBatch(
+    batchOf([1, 2].map((seq) => whole(encode({ ...share(seq), emitter: "00bb" })))),
+  );
   assert.equal(collector.counters().lost, 3);
 });
 

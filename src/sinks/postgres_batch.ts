@@ -24,14 +24,11 @@
  * @module
  */
 import { payloadJson } from "../payload_json.ts";
-import type { MiningEvent } from "../events.ts";
-
-/** Latest event time PostgreSQL is asked to store: 9999-12-31T23:59:59Z. */
-export const MAX_EVENT_TS = 253402300799;
+import { MAX_TS, type MiningEvent } from "../events.ts";
 
 /** Whether `ts` is epoch seconds that `to_timestamp` and the week arithmetic accept. */
 export function isStorableTs(ts: number): boolean {
-  return Number.isFinite(ts) && ts >= 0 && ts <= MAX_EVENT_TS;
+  return Number.isFinite(ts) && ts >= 0 && ts <= MAX_TS;
 }
 
 // Lone surrogates (a high not followed by a low, or a low not preceded by a high).

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { type MiningEvent, parseEvent } from "../../src/events.ts";
+import { MAX_TS, type MiningEvent, parseEvent } from "../../src/events.ts";
 import {
   buildBatch,
   cleanText,
@@ -9,7 +9,6 @@ import {
   eventsCopy,
   isoWeekStart,
   isStorableTs,
-  MAX_EVENT_TS,
   sharesCopy,
   storedId,
   toJson,
@@ -42,13 +41,13 @@ Deno.test("isoWeekStart: Monday of the ISO week in UTC, across the Sunday→Mond
   assert.equal(isoWeekStart(Date.UTC(2021, 0, 4) / 1000), "2021-01-04");
   // The epoch was a Thursday.
   assert.equal(isoWeekStart(0), "1969-12-29");
-  assert.equal(isoWeekStart(MAX_EVENT_TS), "9999-12-27");
+  assert.equal(isoWeekStart(MAX_TS), "9999-12-27");
 });
 
 Deno.test("isStorableTs: finite, non-negative, not beyond year 9999", () => {
   assert.equal(isStorableTs(1708617600.123456), true);
-  assert.equal(isStorableTs(MAX_EVENT_TS), true);
-  assert.equal(isStorableTs(MAX_EVENT_TS + 1), false);
+  assert.equal(isStorableTs(MAX_TS), true);
+  assert.equal(isStorableTs(MAX_TS + 1), false);
   assert.equal(isStorableTs(1e20), false);
   assert.equal(isStorableTs(-1), false);
   assert.equal(isStorableTs(Number.NaN), false);
@@ -366,8 +365,8 @@ Deno.test("copyTimestamp: the microsecond to_timestamp stores, in UTC", () => {
   assert.equal(copyTimestamp(MONDAY_MIDNIGHT + 0.25), "2024-02-26T00:00:00.250000Z");
   assert.equal(copyTimestamp(MONDAY_MIDNIGHT - 0.000001), "2024-02-25T23:59:59.999999Z");
   assert.equal(copyTimestamp(1_700_000_000.1234567), "2023-11-14T22:13:20.123457Z");
-  assert.equal(copyTimestamp(MAX_EVENT_TS), "9999-12-31T23:59:59Z");
-  assert.equal(copyTimestamp(MAX_EVENT_TS - 0.5), "9999-12-31T23:59:58.500000Z");
+  assert.equal(copyTimestamp(MAX_TS), "9999-12-31T23:59:59Z");
+  assert.equal(copyTimestamp(MAX_TS - 0.5), "9999-12-31T23:59:58.500000Z");
   // Before PostgreSQL's epoch (2000-01-01) the microseconds are still counted forwards.
   assert.equal(copyTimestamp(946_684_799.75), "1999-12-31T23:59:59.750000Z");
   // rint rounds a tie to even: (ts - 946684800) * 1e6 is exactly 7812.5, 23437.5, -7812.5.

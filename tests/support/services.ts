@@ -26,22 +26,36 @@ export interface Service {
   stop(): Promise<void>;
 }
 
+/**
+ * Whether Redis on `port` answers commands: a restarted Redis accepts connections while it
+ * still loads its append-only file, and answers `-LOADING` until it is done.
+ */
+async function redisAnswers(port: number): Promise<boolean> {
+  let conn: Deno.TcpConn;
+  try {
+    conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  } catch {
+    return false;
+  }
+  try {
+    await conn.write(new TextEncoder().encode("PING\r\n"));
+    const buffer = new Uint8Array(64);
+    const n = await conn.read(buffer);
+    // A password-protected server answers -NOAUTH: answering all the same.
+    return n !== null && !new TextDecoder().decode(buffer.subarray(0, n)).startsWith("-LOADING");
+  } catch {
+    return false;
+  } finally {
+    conn.close();
+  }
+}
+
 /** Returns a TCP port on 127.0.0.1 that was free a moment ago. */
 export function freePort(): number {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const { port } = listener.addr as Deno.NetAddr;
   listener.close();
   return port;
-}
-
-async function canConnect(port: number): Promise<boolean> {
-  try {
-    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-    conn.close();
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 function findExecutable(name: string, dirs: string[]): string {
@@ -159,7 +173,10 @@ export async function startRedis(
       "no",
       ...(password ? ["--requirepass", password] : []),
     ]);
-    await waitFor(() => canConnect(port), { what: `redis-server on port ${port}` });
+    await waitFor(() => redisAnswers(port), {
+      what: `redis-server on port ${port}`,
+      intervalMs: 10,
+    });
   };
   await start();
   return {
