@@ -27,7 +27,13 @@
  */
 import postgres from "postgres";
 import { createClient } from "redis";
-import { psqlPath, type Service, startPostgres, startRedis } from "../tests/support/services.ts";
+import {
+  hasTimescaledb,
+  psqlPath,
+  type Service,
+  startPostgres,
+  startRedis,
+} from "../tests/support/services.ts";
 import { loadSchema } from "../tests/support/services.ts";
 import { type Ceiling, postgresCeiling, redisCeiling } from "./ceilings.ts";
 
@@ -1139,7 +1145,8 @@ function header(machine: Machine, options: Options, senderSndbuf?: number): stri
     })${senderSndbuf ? `; sender SO_SNDBUF granted ${int(senderSndbuf)} bytes` : ""}`,
     `- code: git ${machine.revision}`,
     `- deno ${machine.deno}, redis-server ${machine.redis}, ${machine.postgres} ` +
-    `(fsync=off, synchronous_commit=off as in tests)`,
+    `(fsync=off, synchronous_commit=off as in tests; ` +
+    `${hasTimescaledb() ? "TimescaleDB preloaded, its background jobs off" : "no TimescaleDB"})`,
     `- ${options.smoke ? "smoke run" : `sustained runs of ${options.durationS} s`}; ` +
     `latency to Redis from entry IDs (1 ms resolution, ±0.5 ms), to PostgreSQL from ` +
     `commit timestamps (exact), both over every event`,
