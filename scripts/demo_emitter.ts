@@ -71,7 +71,7 @@ export function segwitAddress(hrp: string, version: number, program: Uint8Array)
 // ---------------------------------------------------------------------------------------------
 
 /** mulberry32: a small, fast, seedable generator; returns floats in [0, 1). */
-function seededRandom(seed: number): () => number {
+export function seededRandom(seed: number): () => number {
   let state = seed >>> 0;
   return () => {
     state = (state + 0x6d2b79f5) >>> 0;

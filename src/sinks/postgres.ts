@@ -362,6 +362,7 @@ export function createPostgresSink(options: PostgresSinkOptions): Sink {
   const backoff = new Backoff(25, 500);
   const closing = new AbortController();
   const refusals = new RateLimitedLog(log, 5);
+  const failureLog = new RateLimitedLog(log, 3);
   const stats = { written: 0, retried: 0, dropped: 0 };
   const writeLatency = new Histogram(); // encoding the batch included: it is part of each write
 
@@ -440,7 +441,8 @@ export function createPostgresSink(options: PostgresSinkOptions): Sink {
     stats.retried++;
     failures++;
     retrying = true;
-    log.warn("write failed, {pending} events kept for retry: {error}", {
+    // Retries come every half second during an outage: a few lines per 10 s say it all.
+    failureLog.warn("write failed, {pending} events kept for retry: {error}", {
       pending,
       error: errorText(error),
       attempt: failures,

@@ -13,6 +13,7 @@
  */
 import assert from "node:assert/strict";
 import postgres from "postgres";
+import { seededRandom } from "../../scripts/demo_emitter.ts";
 import { type MiningEvent, parseEvent } from "../../src/events.ts";
 import type { Sink } from "../../src/sink.ts";
 import { createPostgresSink } from "../../src/sinks/postgres.ts";
@@ -31,18 +32,6 @@ const RECOVERY_DEADLINE_MS = 10_000;
 const CONNECT_TIMEOUT_MS = 1_000;
 const WRITE_TIMEOUT_MS = 2_000;
 const EMITTER = "5eed5eed5eed5eed";
-
-/** A deterministic stand-in for Math.random, so a failing run can be repeated. */
-function prng(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
-}
 
 /**
  * Share events from 1,000 users with 5 workers each, numbered from 1, at the time they are
@@ -121,8 +110,6 @@ interface Outage {
   down(server: Service): Promise<void>;
   /** Brings it back after `downMs`; resolves at the moment it accepts connections again. */
   up(server: Service, downMs: number): Promise<void>;
-  /** What the round checks beyond recovery (e.g. that a deadline fired), given the sink. */
-  readonly check?: (sink: Sink, before: { retried: number }) => void;
 }
 
 const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -174,7 +161,7 @@ interface RoundFigure {
  * Before each outage the sink must be writing; during it, its stats must say it is down.
  */
 async function rounds(sink: Sink, server: Service, outage: Outage, seed: number) {
-  const random = prng(seed);
+  const random = seededRandom(seed); // repeatable downtimes, so a failing run can be repeated
   const figures: RoundFigure[] = [];
   for (let round = 0; round < ROUNDS; round++) {
     const writing = sink.stats().written;
@@ -223,6 +210,39 @@ function report(sinkName: string, outage: string, figures: readonly RoundFigure[
   );
 }
 
+/**
+ * Runs the rounds of `outage` against `sink` under steady load, then checks that the sink
+ * settled everything, prints the figures, and has `stored` check the backend holds every event
+ * pushed (given how many were).
+ */
+async function recovery(
+  sink: Sink,
+  server: Service,
+  outage: Outage,
+  seed: number,
+  goalMs: number,
+  stored: (pushed: number) => Promise<void>,
+): Promise<void> {
+  const load = new SteadyLoad(sink);
+  try {
+    const figures = await rounds(sink, server, outage, seed);
+    load.stop();
+    await sink.flush(AbortSignal.timeout(30_000));
+    report(sink.name, outage.name, figures, goalMs);
+    const stats = sink.stats();
+    assert.deepEqual(
+      { pending: stats.pending, written: stats.written, dropped: stats.dropped },
+      { pending: 0, written: load.pushed, dropped: 0 },
+    );
+    await stored(load.pushed);
+    for (const figure of figures) assert.ok(figure.recoveryMs < RECOVERY_DEADLINE_MS);
+  } finally {
+    load.stop();
+    await sink.close();
+    await server.stop();
+  }
+}
+
 async function postgresRecovery(outage: Outage, seed: number): Promise<void> {
   // Commits survive the server's crash, so what is missing afterwards would be the sink's loss.
   const db = await startPostgres({ crashSafe: true });
@@ -234,33 +254,18 @@ async function postgresRecovery(outage: Outage, seed: number): Promise<void> {
     connectTimeoutMs: CONNECT_TIMEOUT_MS,
     writeTimeoutMs: WRITE_TIMEOUT_MS,
   });
-  const load = new SteadyLoad(sink);
-  try {
-    const figures = await rounds(sink, db, outage, seed);
-    load.stop();
-    await sink.flush(AbortSignal.timeout(30_000));
-    report("postgres", outage.name, figures, 2_000);
-    const stats = sink.stats();
-    assert.deepEqual(
-      { pending: stats.pending, written: stats.written, dropped: stats.dropped },
-      { pending: 0, written: load.pushed, dropped: 0 },
-    );
+  await recovery(sink, db, outage, seed, 2_000, async (pushed) => {
     const sql = postgres(db.url, { max: 1, onnotice: () => {} });
     try {
       const [row] = await sql`
         SELECT count(*)::int AS rows, count(DISTINCT event_id)::int AS ids,
           min(seq)::int AS first, max(seq)::int AS last
         FROM mining_events`;
-      assert.deepEqual(row, { rows: load.pushed, ids: load.pushed, first: 1, last: load.pushed });
+      assert.deepEqual(row, { rows: pushed, ids: pushed, first: 1, last: pushed });
     } finally {
       await sql.end();
     }
-    for (const figure of figures) assert.ok(figure.recoveryMs < RECOVERY_DEADLINE_MS);
-  } finally {
-    load.stop();
-    await sink.close();
-    await db.stop();
-  }
+  });
 }
 
 Deno.test("PostgreSQL sink writes again soon after a fast shutdown and restart", () =>
@@ -334,22 +339,11 @@ async function redisRecovery(outage: Outage, seed: number): Promise<void> {
     connectTimeoutMs: CONNECT_TIMEOUT_MS,
     writeTimeoutMs: WRITE_TIMEOUT_MS,
   });
-  const load = new SteadyLoad(sink);
-  try {
-    const figures = await rounds(sink, redis, outage, seed);
-    load.stop();
-    await sink.flush(AbortSignal.timeout(30_000));
-    report("redis", outage.name, figures, 1_000);
-    assert.equal(sink.stats().pending, 0);
+  await recovery(sink, redis, outage, seed, 1_000, async (pushed) => {
     const { entries, ids } = await distinctIds(redis.url, "mining:share_submitted");
-    assert.equal(ids, load.pushed, "every event pushed is in the stream");
+    assert.equal(ids, pushed, "every event pushed is in the stream");
     assert.ok(entries >= ids);
-    for (const figure of figures) assert.ok(figure.recoveryMs < RECOVERY_DEADLINE_MS);
-  } finally {
-    load.stop();
-    await sink.close();
-    await redis.stop();
-  }
+  });
 }
 
 Deno.test("Redis sink writes again soon after Redis is killed and restarted", () =>
