@@ -24,7 +24,8 @@
  *   (see `writeBatch`), so a replay never doubles a row or a counter.
  * - If the connection is lost after every statement succeeded, the commit may or may not
  *   have happened: the transaction id is checked with `pg_xact_status` before the batch is
- *   sent again, which spares a replay whose outcome is known.
+ *   sent again, which spares a replay whose outcome is known. A server that no longer knows
+ *   the id (it crashed before the transaction reached its log) did not commit it.
  * - A batch the server refuses for its data (SQLSTATE class 22 or 54, e.g. a value out of
  *   range or JSON nested too deep) is split in halves until the offending event is alone;
  *   that event is dropped, counted in `dropped` and logged, and the rest is written. A batch
@@ -482,8 +483,18 @@ export function createPostgresSink(options: PostgresSinkOptions): Sink {
             await failed("commit still in progress", queue.length);
           }
         } catch (error) {
-          discard();
-          await failed(error, queue.length);
+          if (isDataError(error)) {
+            // The server does not know the transaction ("in the future": it crashed before
+            // the transaction reached its log), so it did not commit: write the batch again.
+            log.info("the server does not know transaction {xid} ({error}); writing again", {
+              xid: uncertain.xid,
+              error: errorText(error),
+            });
+            uncertain = undefined;
+          } else {
+            discard();
+            await failed(error, queue.length);
+          }
         }
         continue;
       }

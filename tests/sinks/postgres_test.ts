@@ -108,19 +108,28 @@ class CuttableProxy {
   readonly #tasks = new Set<Promise<void>>();
   readonly #accepting: Promise<void>;
 
+  /** Where new connections go; {@link retarget} moves it. */
+  #targetPort: number;
+
   constructor(targetPort: number) {
+    this.#targetPort = targetPort;
     this.#listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
     this.port = (this.#listener.addr as Deno.NetAddr).port;
-    this.#accepting = this.#accept(targetPort);
+    this.#accepting = this.#accept();
   }
 
-  async #accept(targetPort: number): Promise<void> {
+  /** Sends new connections to another server (one that replaced the first, say). */
+  retarget(port: number): void {
+    this.#targetPort = port;
+  }
+
+  async #accept(): Promise<void> {
     try {
       for await (const client of this.#listener) {
         const task = (async () => {
           let upstream: Deno.Conn;
           try {
-            upstream = await Deno.connect({ hostname: "127.0.0.1", port: targetPort });
+            upstream = await Deno.connect({ hostname: "127.0.0.1", port: this.#targetPort });
           } catch {
             quietClose(client);
             return;
@@ -770,6 +779,44 @@ Deno.test("postgres sink: a commit whose reply was lost is not written again", a
     await proxy.close();
     await sql.end();
     await stopPostgres(service);
+  }
+});
+
+Deno.test("postgres sink: a commit the restarted server knows nothing of is written again", async () => {
+  // After a crash a server can come back without the transaction that was committing (it never
+  // reached the log), and then answers that its id is "in the future". Here the server that
+  // comes back is a fresh one behind the same address, with fewer transactions behind it.
+  const first = await startDatabase();
+  await slowCommits(first.sql);
+  for (let i = 0; i < 300; i++) await first.sql`SELECT pg_current_xact_id()`;
+  const second = await startDatabase();
+  const proxy = new CuttableProxy(first.service.port);
+  const sink = sinkFor(`postgres://postgres@127.0.0.1:${proxy.port}/tbg`);
+  try {
+    const batch = [
+      ...shares(0, 10),
+      ev("future_thing", T0, { slow_commit: true }, { seq: 10, emitter: "e0" }),
+    ];
+    sink.push(batch);
+    const flushed = sink.flush(AbortSignal.timeout(30_000));
+    await backendInCommit(first.sql);
+    proxy.retarget(second.service.port);
+    proxy.cut(); // the outcome is unknown; the server asked next has never seen the id
+    await flushed;
+
+    assert.deepEqual(
+      { pending: sink.stats().pending, written: sink.stats().written },
+      { pending: 0, written: batch.length },
+      "written again to the server that came back",
+    );
+    const [events] = await second.sql`
+      SELECT count(*)::int AS n, count(DISTINCT seq)::int AS distinct_seq FROM mining_events`;
+    assert.deepEqual({ ...events }, { n: batch.length, distinct_seq: batch.length });
+  } finally {
+    await sink.close();
+    await proxy.close();
+    await Promise.all([first.sql.end(), second.sql.end()]);
+    await Promise.all([stopPostgres(first.service), stopPostgres(second.service)]);
   }
 });
 
