@@ -740,6 +740,19 @@ async function slowCommits(sql: postgres.Sql): Promise<void> {
     DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit()`;
 }
 
+/**
+ * Pushes ten shares and an event whose transaction commits slowly ({@link slowCommits}), and
+ * starts a flush of them.
+ */
+function pushSlowCommit(sink: Sink): { batch: MiningEvent[]; flushed: Promise<void> } {
+  const batch = [
+    ...shares(0, 10),
+    ev("future_thing", T0, { slow_commit: true }, { seq: 10, emitter: "e0" }),
+  ];
+  sink.push(batch);
+  return { batch, flushed: sink.flush(AbortSignal.timeout(30_000)) };
+}
+
 /** The pid of the sink's backend while it sits in the slow COMMIT. */
 function backendInCommit(sql: postgres.Sql): Promise<number> {
   return waitFor(async () => {
@@ -756,12 +769,7 @@ Deno.test("postgres sink: a commit whose reply was lost is not written again", a
   const proxy = new CuttableProxy(service.port);
   const sink = sinkFor(`postgres://postgres@127.0.0.1:${proxy.port}/tbg`);
   try {
-    const batch = [
-      ...shares(0, 10),
-      ev("future_thing", T0, { slow_commit: true }, { seq: 10, emitter: "e0" }),
-    ];
-    sink.push(batch);
-    const flushed = sink.flush(AbortSignal.timeout(30_000));
+    const { batch, flushed } = pushSlowCommit(sink);
     await backendInCommit(sql);
     proxy.cut(); // the server finishes the commit; its reply is lost
     await flushed;
@@ -793,12 +801,7 @@ Deno.test("postgres sink: a commit the restarted server knows nothing of is writ
   const proxy = new CuttableProxy(first.service.port);
   const sink = sinkFor(`postgres://postgres@127.0.0.1:${proxy.port}/tbg`);
   try {
-    const batch = [
-      ...shares(0, 10),
-      ev("future_thing", T0, { slow_commit: true }, { seq: 10, emitter: "e0" }),
-    ];
-    sink.push(batch);
-    const flushed = sink.flush(AbortSignal.timeout(30_000));
+    const { batch, flushed } = pushSlowCommit(sink);
     await backendInCommit(first.sql);
     proxy.retarget(second.service.port);
     proxy.cut(); // the outcome is unknown; the server asked next has never seen the id
@@ -825,12 +828,7 @@ Deno.test("postgres sink: a commit that died with its connection is written agai
   await slowCommits(sql);
   const sink = sinkFor(service.url);
   try {
-    const batch = [
-      ...shares(0, 10),
-      ev("future_thing", T0, { slow_commit: true }, { seq: 10, emitter: "e0" }),
-    ];
-    sink.push(batch);
-    const flushed = sink.flush(AbortSignal.timeout(30_000));
+    const { batch, flushed } = pushSlowCommit(sink);
     const pid = await backendInCommit(sql);
     await sql`SELECT pg_terminate_backend(${pid})`; // the transaction is rolled back
     await flushed;
