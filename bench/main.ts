@@ -985,8 +985,8 @@ function runTable(r: RunResult): string {
   const share = (c: Ceiling | undefined) =>
     c
       ? `${int(Math.round(c.collector))} / ${int(Math.round(c.server))} events/s = ${
-        fixed(100 * c.collector / c.server, 0)
-      }%`
+        ceilingShare(c)
+      }`
       : "n/a";
   if (r.ceilings) {
     rows.push(["PostgreSQL: collector / server's own COPY", share(r.ceilings.postgres)]);

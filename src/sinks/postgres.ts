@@ -375,6 +375,7 @@ export function createPostgresSink(options: PostgresSinkOptions): Sink {
   };
   /** Runs `work` on the connection (a fresh one if there is none) within the write deadline. */
   async function roundTrip<T>(what: string, work: (db: PgConnection) => Promise<T>): Promise<T> {
+    if (db?.broken) discard(); // an idle connection that died is not worth a failed attempt
     db ??= await PgConnection.open(options.url, connectTimeoutMs);
     return withDeadline(work(db), writeTimeoutMs, what, discard);
   }
