@@ -424,10 +424,12 @@ Deno.test({
     };
     // `script` runs the task on a pseudo-terminal of its own, in the terminal's foreground
     // process group, and copies what we write to it as typed keys: a ^C there is the line
-    // discipline's SIGINT to the whole group, exactly as a person's Ctrl-C.
+    // discipline's SIGINT to the whole group, exactly as a person's Ctrl-C. `exec`, because
+    // `script` runs the command through $SHELL, and a shell that stays (dash does) dies of
+    // that SIGINT itself and reports 130 whatever the task did.
     const run = () =>
       new Deno.Command("script", {
-        args: ["-qfec", `${Deno.execPath()} task dev --rate 100`, "/dev/null"],
+        args: ["-qfec", `exec ${Deno.execPath()} task dev --rate 100`, "/dev/null"],
         cwd: ROOT,
         env,
         stdin: "piped",
