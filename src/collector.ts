@@ -1,12 +1,12 @@
 /**
- * The collector's centre: takes batches of datagrams, validates them, counts what it sees
- * and hands valid events, with the datagrams they came from, to an outlet (the spool and
- * the sinks behind it). It knows nothing of any backend.
+ * The collector's centre: takes batches of spooled datagrams, validates them, counts what it
+ * sees and hands the valid events, with their spool indices, to an outlet (the sinks behind
+ * the spool). It knows nothing of any backend.
  *
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import { type DatagramBatch, forEachDatagram } from "./datagram_batch.ts";
+import type { DatagramBatch } from "./datagram_batch.ts";
 import { decodeDatagram, REJECT_REASONS, type RejectReason } from "./datagram.ts";
 import type { EventOutlet } from "./delivery.ts";
 import type { MiningEvent } from "./events.ts";
@@ -93,15 +93,17 @@ export class Collector {
 
   /** Decodes every datagram of `batch` and hands the valid ones on together. */
   #acceptEach(batch: DatagramBatch): void {
+    if (batch.count === 0) return;
     const events: MiningEvent[] = [];
-    const datagrams: Uint8Array[] = [];
-    forEachDatagram(batch, (bytes, truncated) => {
-      const event = this.#decode(bytes, truncated);
-      if (!event) return;
+    const indices: number[] = [];
+    for (const record of batch.records()) {
+      if (record.damaged) continue;
+      const event = this.#decode(record.bytes, record.truncated);
+      if (!event) continue;
       events.push(event);
-      datagrams.push(bytes);
-    });
-    if (events.length > 0) this.#outlet.accept(events, datagrams);
+      indices.push(record.index);
+    }
+    this.#outlet.accept({ first: batch.first, count: batch.count, events, indices });
   }
 
   /** Counts the datagrams the receive thread dropped because of their sender's uid. */

@@ -1,8 +1,9 @@
 /**
  * Delivery from the centre to the sinks through the spool.
  *
- * Every batch of accepted events is appended to the spool first, then offered to each sink.
- * A sink that keeps up takes events straight from memory. A sink whose backend is away or
+ * Every datagram is in the spool before the centre sees it (the receive thread puts it
+ * there); the centre hands each run of records on with the events that were valid in it,
+ * and the run is offered to each sink. A sink that keeps up takes events straight from memory. A sink whose backend is away or
  * slow stops taking them once it holds `memoryLimit` events; from then on it is fed from the
  * spool's files, in order, as it confirms what it holds, until it has caught up with the
  * head again. After a restart every sink starts at its saved position, so whatever was
@@ -26,11 +27,26 @@ const log = getLogger(["tbg", "delivery"]);
 /** How often positions are moved and lagging sinks are fed from the spool. */
 const TICK_MS = 20;
 
-/** Where the centre hands accepted events, with the datagrams they came from. */
-export interface EventOutlet {
-  /** `datagrams[i]` is the datagram `events[i]` was decoded from. */
-  accept(events: readonly MiningEvent[], datagrams: readonly Uint8Array[]): void;
+/** A run of consecutive spool records, as the centre hands it on. */
+export interface AcceptedRun {
+  /** Spool index of the run's first record. */
+  readonly first: number;
+  /** Records in the run, valid or not. */
+  readonly count: number;
+  /** The valid ones, in order... */
+  readonly events: readonly MiningEvent[];
+  /** ...and the spool index of each: `indices[i]` is the record `events[i]` came from. */
+  readonly indices: readonly number[];
 }
+
+/** Where the centre hands what it validated. */
+export interface EventOutlet {
+  /** Runs come in spool order, each starting where the one before ended. */
+  accept(run: AcceptedRun): void;
+}
+
+/** A spooled record read back for a sink that is behind. */
+type ReplayItem = MiningEvent | "invalid" | "lost";
 
 /** Per-sink delivery counters. */
 export interface SinkDeliveryStats {
@@ -66,29 +82,45 @@ class SinkFeeder {
   #lost = 0;
   readonly #losses = new RateLimitedLog(log);
 
-  constructor(sink: Sink, spool: Spool, memoryLimit: number) {
+  /** Index after the last record the centre handed on: the sink is fed no further. */
+  readonly #acceptedHead: () => number;
+
+  constructor(sink: Sink, spool: Spool, memoryLimit: number, acceptedHead: () => number) {
     this.sink = sink;
     this.#spool = spool;
     this.#memoryLimit = memoryLimit;
+    this.#acceptedHead = acceptedHead;
     this.#start = spool.position(sink.name);
     this.#next = this.#start;
   }
 
   get replaying(): boolean {
-    return this.#next < this.#spool.head;
+    return this.#next < this.#acceptedHead();
   }
 
   get lost(): number {
     return this.#lost;
   }
 
-  /** Hands the sink a batch straight from memory when it is caught up and has room. */
-  offer(first: number, events: readonly MiningEvent[]): void {
+  /** Hands the sink a run straight from memory when it is caught up and has room. */
+  offer(run: AcceptedRun): void {
+    const { first, count, events, indices } = run;
     if (this.#next !== first || this.sink.stats().pending + events.length > this.#memoryLimit) {
       return;
     }
-    this.sink.push(events);
-    this.#next += events.length;
+    // Invalid records are gaps the position passes once the events before them are settled.
+    let expected = first;
+    for (let i = 0; i < indices.length; i++) {
+      if (indices[i] > expected) {
+        this.#gaps.push({ after: this.#handed + i, size: indices[i] - expected });
+      }
+      expected = indices[i] + 1;
+    }
+    if (first + count > expected) {
+      this.#gaps.push({ after: this.#handed + events.length, size: first + count - expected });
+    }
+    if (events.length > 0) this.sink.push(events);
+    this.#next = first + count;
     this.#handed += events.length;
   }
 
@@ -102,7 +134,7 @@ class SinkFeeder {
     this.#spool.confirm(this.sink.name, this.#start + settled + this.#skippedSettled);
     if (this.#next < this.#spool.tail) {
       const lost = this.#spool.tail - this.#next;
-      this.#skip(lost);
+      this.#skip(lost, true);
       this.#losses.error("{sink} lost {lost} events: the spool was full before it got them", {
         sink: this.sink.name,
         lost,
@@ -122,16 +154,16 @@ class SinkFeeder {
     return room < this.#memoryLimit / 2 ? 0 : room;
   }
 
-  /** Hands the sink spooled events from {@link next} on; `undefined` marks one that no longer decodes. */
-  replay(items: readonly (MiningEvent | undefined)[]): void {
+  /** Hands the sink the spooled records from {@link next} on. */
+  replay(items: readonly ReplayItem[]): void {
     const events: MiningEvent[] = [];
     for (const item of items) {
-      if (item !== undefined) {
+      if (typeof item === "object") {
         events.push(item);
         continue;
       }
       this.#flushEvents(events);
-      this.#skip(1);
+      this.#skip(1, item === "lost");
     }
     this.#flushEvents(events);
     if (!this.replaying) {
@@ -147,10 +179,10 @@ class SinkFeeder {
     events.length = 0;
   }
 
-  #skip(size: number): void {
+  #skip(size: number, lost: boolean): void {
     this.#gaps.push({ after: this.#handed, size });
     this.#next += size;
-    this.#lost += size;
+    if (lost) this.#lost += size;
   }
 }
 
@@ -159,6 +191,8 @@ export class Delivery implements EventOutlet {
   readonly spool: Spool;
   readonly sinks: readonly Sink[];
   readonly #feeders: SinkFeeder[];
+  /** Index after the last record the centre handed on (or that a previous run left). */
+  #acceptedHead: number;
   #timer: ReturnType<typeof setInterval> | undefined;
 
   /**
@@ -167,7 +201,10 @@ export class Delivery implements EventOutlet {
   constructor(spool: Spool, sinks: readonly Sink[], memoryLimit: number) {
     this.spool = spool;
     this.sinks = sinks;
-    this.#feeders = sinks.map((sink) => new SinkFeeder(sink, spool, memoryLimit));
+    this.#acceptedHead = spool.head;
+    this.#feeders = sinks.map((sink) =>
+      new SinkFeeder(sink, spool, memoryLimit, () => this.#acceptedHead)
+    );
     for (const feeder of this.#feeders) {
       if (feeder.replaying) {
         log.info("{sink}: replaying {count} spooled events", {
@@ -180,10 +217,13 @@ export class Delivery implements EventOutlet {
     this.#tick();
   }
 
-  accept(events: readonly MiningEvent[], datagrams: readonly Uint8Array[]): void {
-    if (events.length === 0) return;
-    const first = this.spool.append(datagrams);
-    for (const feeder of this.#feeders) feeder.offer(first, events);
+  accept(run: AcceptedRun): void {
+    if (run.count === 0) return;
+    if (run.first !== this.#acceptedHead) {
+      throw new Error(`records from ${run.first} handed on where ${this.#acceptedHead} was due`);
+    }
+    this.#acceptedHead = run.first + run.count;
+    for (const feeder of this.#feeders) feeder.offer(run);
   }
 
   /**
@@ -245,15 +285,12 @@ export class Delivery implements EventOutlet {
       }
     }
     for (const [from, { room, feeders }] of groups) {
-      const items = this.spool.read(from, room).map((record) => {
-        const decoded = decodeDatagram(record.bytes, false);
-        if (decoded.ok) return decoded.event;
-        // Only a damaged file or a stricter schema since the event was spooled gets here.
-        log.error("spooled event {index} no longer decodes ({reason}); it is skipped", {
-          index: record.index,
-          reason: decoded.reason,
-        });
-        return undefined;
+      const records = this.spool.read(from, Math.min(room, this.#acceptedHead - from));
+      const items = records.map((record): ReplayItem => {
+        if (record.damaged) return "lost";
+        const decoded = decodeDatagram(record.bytes, record.truncated);
+        // Counted as invalid when it was received.
+        return decoded.ok ? decoded.event : "invalid";
       });
       for (const feeder of feeders) feeder.replay(items);
     }

@@ -6,8 +6,10 @@
 import { getLogger } from "@logtape/logtape";
 import { setThreadNice, threadNice } from "../ffi/libc.ts";
 import { bindDatagramSocket, closeSocket, unlinkSocket } from "../ffi/unix_datagram.ts";
-import { countDatagrams, type DatagramBatch } from "./datagram_batch.ts";
-import type { ReceiverWorkerMessage, ReceiverWorkerStart } from "./receiver_worker.ts";
+import type { DatagramBatch } from "./datagram_batch.ts";
+import type { Handover, ReceiverWorkerMessage, ReceiverWorkerStart } from "./receiver_worker.ts";
+import type { Spool } from "./spool.ts";
+import { decodeFrames } from "./spool_frame.ts";
 
 const log = getLogger(["tbg", "receiver"]);
 
@@ -27,13 +29,15 @@ export interface ReceiverOptions {
   /** Requested `SO_RCVBUF` in bytes. */
   readonly receiveBufferBytes: number;
   /**
-   * Directory for batches the main thread has no room for in memory (see
-   * `receiver_worker.ts`); batches left there by a previous run are handed over first.
-   * Unset keeps every batch in memory.
+   * The spool the receive thread appends every receive to before anything else; it learns
+   * of each frame before `onBatch` is called with it. Open it before, close it after.
    */
-  readonly overflowDir?: string;
-  /** Bytes of unsettled batches held in memory before the overflow directory is used. */
-  readonly overflowAfterBytes?: number;
+  readonly spool: Spool;
+  /**
+   * Bytes of frames handed over in memory and not yet settled, past which frames are handed
+   * over by their place in the spool only (default 8 MiB).
+   */
+  readonly heldInMemoryBytes?: number;
   /** Called on the main thread for each batch, in arrival order; call `settle` after it. */
   readonly onBatch: (batch: DatagramBatch) => void;
   /** Called if the receive thread fails; it has stopped by then. */
@@ -82,68 +86,36 @@ export function backgroundNice(): number {
   return Math.min(19, processNice + NICE_STEPS_BELOW_RECEIVER);
 }
 
-/** Bytes of batches held in memory before later ones go to files in the overflow directory. */
-const OVERFLOW_AFTER_BYTES = 8 * 1024 * 1024;
+/** Bytes of frames handed over in memory and not yet ingested before later ones are not. */
+const HELD_IN_MEMORY_BYTES = 8 * 1024 * 1024;
 
-const OVERFLOW_FILE = /^[0-9]{15}-[0-9]{12}\.batch$/;
-
-/**
- * A batch handed over through a file: read when the centre gets to it, deleted after. A
- * file a previous run left comes without its count, which is then read from the file.
- */
-function fileBatch(
-  file: string,
-  batch: Omit<DatagramBatch, "buffer" | "count" | "settle"> & { readonly count?: number },
-): DatagramBatch {
-  let loaded: { buffer: ArrayBuffer; count: number } | undefined;
-  const load = () => {
-    if (loaded !== undefined) return loaded;
-    try {
-      const buffer = Deno.readFileSync(file).buffer;
-      loaded = { buffer, count: batch.count ?? countDatagrams(buffer) };
-    } catch (error) {
-      log.error("overflow batch {file} is unreadable, {count} datagrams lost: {error}", {
-        file,
-        count: batch.count ?? "its",
-        error: (error as Error).message,
-      });
-      loaded = { buffer: new ArrayBuffer(0), count: 0 };
-    }
-    return loaded;
-  };
-  return {
-    ...batch,
-    get buffer() {
-      return load().buffer;
-    },
-    get count() {
-      return load().count;
-    },
-    settle: () => {
-      try {
-        Deno.removeSync(file);
-      } catch {
-        // already gone
-      }
-    },
-  };
-}
-
-/** Batches a previous run left in the overflow directory (its crash stopped it). */
-function leftoverBatches(dir: string): DatagramBatch[] {
-  const names = [...Deno.readDirSync(dir)]
-    .filter((entry) => entry.isFile && OVERFLOW_FILE.test(entry.name))
-    .map((entry) => entry.name)
-    .sort();
-  if (names.length > 0) {
-    log.info("taking {count} received batches a previous run left in {dir}", {
-      count: names.length,
-      dir,
-    });
+/** The batch the centre gets for one hand-over, its records in memory or in the spool. */
+function batchOf(spool: Spool, handover: Handover, settle?: () => void): DatagramBatch {
+  let first = -1;
+  let count = 0;
+  for (const step of handover.steps) {
+    if (step.kind !== "frame") continue;
+    if (first < 0) first = step.note.index;
+    count += step.note.count;
   }
-  return names.map((name) =>
-    fileBatch(`${dir}/${name}`, { refusedSenders: 0, lastRefusedUid: -1, lastRefusedPid: -1 })
-  );
+  const buffer = handover.buffer;
+  return {
+    first: Math.max(first, 0),
+    count,
+    refusedSenders: handover.refusedSenders,
+    lastRefusedUid: handover.lastRefusedUid,
+    lastRefusedPid: handover.lastRefusedPid,
+    settle,
+    records: () => {
+      if (count === 0) return [];
+      if (!buffer) return spool.read(first, count);
+      let index = first;
+      return decodeFrames(new Uint8Array(buffer)).flat().map((record) => ({
+        index: index++,
+        ...record,
+      }));
+    },
+  };
 }
 
 /** Binds the socket at `options.path` and starts receiving on a dedicated thread. */
@@ -155,10 +127,6 @@ export function startReceiver(options: ReceiverOptions): Receiver {
     receiveBufferBytes: options.receiveBufferBytes,
     group: options.group,
   });
-  if (options.overflowDir) {
-    Deno.mkdirSync(options.overflowDir, { recursive: true, mode: 0o750 });
-    for (const batch of leftoverBatches(options.overflowDir)) options.onBatch(batch);
-  }
   const stopFlag = new SharedArrayBuffer(4);
   const held = new SharedArrayBuffer(4);
   const heldBytes = new Int32Array(held);
@@ -184,12 +152,18 @@ export function startReceiver(options: ReceiverOptions): Receiver {
     if (message.type === "running") {
       setThreadNice(nice);
       log.debug("receive thread running; main thread now at nice {nice}", { nice: threadNice() });
-    } else if (message.type === "batch") {
-      const bytes = message.buffer.byteLength;
-      options.onBatch({ ...message, settle: () => Atomics.sub(heldBytes, 0, bytes) });
-    } else if (message.type === "file") {
-      const { file, type: _, ...batch } = message;
-      options.onBatch(fileBatch(file, batch));
+    } else if (message.type === "frames") {
+      const bytes = message.buffer?.byteLength ?? 0;
+      const frames = message.buffer && new Uint8Array(message.buffer);
+      try {
+        options.spool.apply(message.steps, frames, message.writeError);
+      } catch (error) {
+        close();
+        options.onError(`the spool lost track of the receive thread: ${(error as Error).message}`);
+        return;
+      }
+      const settle = bytes > 0 ? () => Atomics.sub(heldBytes, 0, bytes) : undefined;
+      options.onBatch(batchOf(options.spool, message, settle));
     } else {
       close();
       if (message.type === "error") options.onError(message.message);
@@ -207,8 +181,8 @@ export function startReceiver(options: ReceiverOptions): Receiver {
     slotBytes: MAX_DATAGRAM_BYTES,
     allowedSenderUids: options.allowedSenderUids ?? [],
     held,
-    overflowDir: options.overflowDir,
-    memoryBytes: options.overflowAfterBytes ?? OVERFLOW_AFTER_BYTES,
+    memoryBytes: options.heldInMemoryBytes ?? HELD_IN_MEMORY_BYTES,
+    spool: options.spool.writerOptions(),
   };
   worker.postMessage(start);
   return {

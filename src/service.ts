@@ -159,7 +159,7 @@ export function startService(
       receiveBufferBytes: config.socketReceiveBuffer,
       group: config.socketGroup,
       allowedSenderUids: config.allowedSenderUids,
-      overflowDir: `${config.spoolDir}/intake`,
+      spool,
       onBatch: (batch) => collector.enqueue(batch),
       onError: (message) => {
         receiving = false;

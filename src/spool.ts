@@ -1,13 +1,17 @@
 /**
- * The durable spool: an append-only log of every accepted datagram, so that an outage of a
- * backend, or a crash of the collector, does not lose what was accepted.
+ * The durable spool: an append-only log of every datagram received, so that an outage of a
+ * backend, or a crash of the collector, does not lose what left the kernel's queue.
  *
  * - Records get consecutive indices from 0 for the life of the spool directory. They are
- *   appended in frames (one frame per batch the centre hands over), each frame written with one
- *   `write(2)` to the current segment file and checked by CRC-32.
+ *   appended in frames (`spool_frame.ts`: one frame per receive), by the {@link SpoolWriter}
+ *   on the receive thread, each frame with one `write(2)` to the current segment file. This
+ *   class, on the main thread, learns of every frame from the writer's steps and
+ *   keeps the index of them: it serves reads, positions, syncing and deletion.
+ * - Records are datagrams as received, valid or not: the centre validates what it reads, and
+ *   a reader's position passes an invalid record as soon as everything before it is confirmed.
  * - Written data reaches the page cache at once, so it survives the collector being killed;
- *   it is `fsync`'d every `fsyncIntervalMs` (0: after every frame), which is what survives a
- *   power loss.
+ *   it is `fsync`'d every `fsyncIntervalMs` (0: the writer syncs every frame), which is what
+ *   survives a power loss.
  * - Every reader (one per sink) has a position: the index of the first record it has not yet
  *   had confirmed. Positions are saved in `positions.json` (write and rename) on the same
  *   timer, and a segment is deleted once every reader is past it.
@@ -16,7 +20,8 @@
  *   counted and logged. A healthy sink never loses anything this way; only one that stayed
  *   away longer than the spool could hold.
  * - A write that fails (disk full, I/O error) keeps its frame in memory and is tried again
- *   before the next one, so indices stay contiguous and readers still get the records.
+ *   before the next one, so indices stay contiguous and readers still get the records: the
+ *   frame reaches this class in memory, and its place on disk later.
  *
  * Segment files are named by the index of their first record, so the next index survives a
  * restart even when every record has been delivered. A directory serves one collector at a
@@ -24,17 +29,26 @@
  *
  * @module
  */
-import { crc32 } from "node:zlib";
 import { getLogger } from "@logtape/logtape";
 import { lockFile, unlockFile } from "../ffi/libc.ts";
 import { RateLimitedLog } from "./log.ts";
+import {
+  decodeFrame,
+  FRAME_HEADER_BYTES,
+  frameCount,
+  frameLength,
+  type FrameRecord,
+} from "./spool_frame.ts";
+import {
+  type FrameLocation,
+  segmentName,
+  type SpoolWriterOptions,
+  syncDirectory,
+  type WriterStep,
+} from "./spool_writer.ts";
 
 const log = getLogger(["tbg", "spool"]);
 
-const MAGIC = 0x53474254; // "TBGS", little-endian
-const FRAME_HEADER_BYTES = 16; // magic, record count, payload bytes, CRC-32 of the payload
-const RECORD_HEADER_BYTES = 4; // record length
-const SEGMENT_SUFFIX = ".spool";
 const POSITIONS_FILE = "positions.json";
 /** Positions are saved at least this often, whatever the fsync interval. */
 const SAVE_INTERVAL_MS = 250;
@@ -61,9 +75,10 @@ export interface SpoolOptions {
 }
 
 /** One record read back. */
-export interface SpoolRecord {
+export interface SpoolRecord extends FrameRecord {
   readonly index: number;
-  readonly bytes: Uint8Array;
+  /** Its frame no longer checks out on disk: the record stands for a datagram lost. */
+  readonly damaged?: boolean;
 }
 
 /** What the spool holds, for stats and health. */
@@ -99,8 +114,8 @@ interface Segment {
 
 interface UnwrittenFrame {
   readonly index: number;
-  readonly bytes: Uint8Array;
-  readonly records: readonly Uint8Array[];
+  readonly bytes: number;
+  readonly records: readonly FrameRecord[];
 }
 
 /** The append-only spool of accepted datagrams. */
@@ -113,9 +128,12 @@ export class Spool {
   readonly #positions: Map<string, number>;
   #unwritten: UnwrittenFrame[] = [];
   #head: number;
-  #file: Deno.FsFile | undefined;
+  /** The newest segment, opened to sync what the writer put in it. */
+  #syncFile: { segment: Segment; file: Deno.FsFile } | undefined;
   #readCache: { path: string; file: Deno.FsFile } | undefined;
-  #dirty = false;
+  /** Segments written to since they were last synced; a new one also needs its directory. */
+  readonly #unsynced = new Set<Segment>();
+  #newSegment = false;
   #positionsChanged = true;
   #syncing: Promise<void> | undefined;
   #timer: ReturnType<typeof setInterval> | undefined;
@@ -221,19 +239,73 @@ export class Spool {
     return position;
   }
 
+  /** What the {@link SpoolWriter} for this spool starts from. */
+  writerOptions(): SpoolWriterOptions {
+    return {
+      dir: this.dir,
+      head: this.#head,
+      segmentBytes: this.#segmentBytes,
+      syncEveryFrame: this.#fsyncIntervalMs === 0,
+    };
+  }
+
   /**
-   * Appends records as one frame and returns the index of the first. The frame is in the
-   * page cache when this returns (or kept in memory if the write failed).
+   * Applies what the writer did, in its order. `frames` are the appended frames' bytes back to
+   * back, when they were handed over in memory; a frame the writer could not write needs them.
+   *
+   * @param writeError why the writer could not write the frames it kept
    */
-  append(records: readonly Uint8Array[]): number {
-    const first = this.#head;
-    if (records.length === 0) return first;
-    this.#head += records.length;
-    this.#unwritten.push({ index: first, bytes: encodeFrame(records), records });
-    this.#writeUnwritten();
+  apply(steps: readonly WriterStep[], frames?: Uint8Array, writeError?: string): void {
+    let offset = 0;
+    for (const step of steps) {
+      if (step.kind === "late") {
+        const frame = this.#unwritten.shift();
+        if (frame?.index !== step.location.index) {
+          throw new Error(`spool frame ${step.location.index} placed out of order`);
+        }
+        this.#place(step.location, frame.records.length, frame.bytes);
+        continue;
+      }
+      const note = step.note;
+      const bytes = frames?.subarray(offset, offset + note.bytes);
+      offset += note.bytes;
+      if (note.index !== this.#head) {
+        throw new Error(`spool frame ${note.index} noted where ${this.#head} was due`);
+      }
+      this.#head += note.count;
+      if (note.location) {
+        this.#place(note.location, note.count, note.bytes);
+        continue;
+      }
+      const records = bytes && decodeFrame(bytes, false);
+      if (!records) throw new Error(`spool frame ${note.index} is neither written nor handed over`);
+      this.#unwritten.push({ index: note.index, bytes: note.bytes, records });
+      this.#writeErrors.error(
+        "cannot write to the spool in {dir} ({error}); {frames} batches kept in memory " +
+          "and tried again with the next one: free disk space or fix the volume",
+        { dir: this.dir, error: writeError ?? "unknown error", frames: this.#unwritten.length },
+      );
+    }
     this.#enforceLimit();
-    if (this.#fsyncIntervalMs === 0) this.#syncNow();
-    return first;
+  }
+
+  #place(location: FrameLocation, count: number, bytes: number): void {
+    let segment = this.#segments.at(-1);
+    if (segment?.first !== location.segment) {
+      segment = {
+        first: location.segment,
+        path: `${this.dir}/${segmentName(location.segment)}`,
+        count: 0,
+        bytes: 0,
+        frames: [],
+      };
+      this.#segments.push(segment);
+      this.#newSegment = true;
+    }
+    segment.frames.push({ index: location.index, count, offset: location.offset });
+    segment.count += count;
+    segment.bytes += bytes;
+    this.#unsynced.add(segment);
   }
 
   /**
@@ -249,8 +321,9 @@ export class Spool {
       if (!records) break;
       for (let i = index - records.index; i < records.list.length; i++) {
         if (out.length >= maxRecords || bytes >= maxBytes) break;
-        out.push({ index: records.index + i, bytes: records.list[i] });
-        bytes += records.list[i].length;
+        const record = records.list[i];
+        out.push({ index: records.index + i, ...record, damaged: records.damaged });
+        bytes += record.bytes.length;
       }
       const next = out.length > 0 ? out[out.length - 1].index + 1 : index;
       if (next === index || next < records.index + records.list.length) break;
@@ -281,15 +354,14 @@ export class Spool {
     };
   }
 
-  /** Writes what it can, syncs, saves positions and closes the files. */
+  /** Syncs, saves positions and closes the files; call once the writer has stopped. */
   async close(): Promise<void> {
     clearInterval(this.#timer);
     this.#timer = undefined;
     await this.#syncing;
-    this.#writeUnwritten();
     this.#syncNow();
-    this.#file?.close();
-    this.#file = undefined;
+    this.#syncFile?.file.close();
+    this.#syncFile = undefined;
     this.#readCache?.file.close();
     this.#readCache = undefined;
     unlockFile(this.#lock);
@@ -298,59 +370,8 @@ export class Spool {
   #bytes(): number {
     let bytes = 0;
     for (const segment of this.#segments) bytes += segment.bytes;
-    for (const frame of this.#unwritten) bytes += frame.bytes.length;
+    for (const frame of this.#unwritten) bytes += frame.bytes;
     return bytes;
-  }
-
-  #writeUnwritten(): void {
-    while (this.#unwritten.length > 0) {
-      const frame = this.#unwritten[0];
-      try {
-        this.#writeFrame(frame);
-      } catch (error) {
-        this.#writeErrors.error(
-          "cannot write to the spool in {dir} ({error}); {frames} batches kept in memory " +
-            "and tried again with the next one: free disk space or fix the volume",
-          { dir: this.dir, error: (error as Error).message, frames: this.#unwritten.length },
-        );
-        return;
-      }
-      this.#unwritten.shift();
-    }
-  }
-
-  #writeFrame(frame: UnwrittenFrame): void {
-    let segment = this.#segments.at(-1);
-    if (!segment || !this.#file || segment.bytes >= this.#segmentBytes) {
-      segment = this.#startSegment(frame.index);
-    }
-    const offset = segment.bytes;
-    try {
-      writeAll(this.#file!, frame.bytes);
-    } catch (error) {
-      // A partial frame would hide every later one from a reader: cut it off again.
-      this.#file!.truncateSync(offset);
-      this.#file!.seekSync(offset, Deno.SeekMode.Start);
-      throw error;
-    }
-    segment.frames.push({ index: frame.index, count: frame.records.length, offset });
-    segment.count += frame.records.length;
-    segment.bytes += frame.bytes.length;
-    this.#dirty = true;
-  }
-
-  #startSegment(first: number): Segment {
-    const previous = this.#file;
-    if (previous) {
-      // Its data must be durable before only the new file is synced from now on.
-      void previous.sync().catch(() => {}).finally(() => previous.close());
-    }
-    const path = `${this.dir}/${String(first).padStart(16, "0")}${SEGMENT_SUFFIX}`;
-    this.#file = Deno.openSync(path, { write: true, create: true, truncate: true });
-    const segment: Segment = { first, path, count: 0, bytes: 0, frames: [] };
-    this.#segments.push(segment);
-    syncDirectory(this.dir);
-    return segment;
   }
 
   /**
@@ -408,6 +429,10 @@ export class Spool {
   }
 
   #removeSegment(segment: Segment): void {
+    if (this.#syncFile?.segment === segment) {
+      this.#syncFile.file.close();
+      this.#syncFile = undefined;
+    }
     if (this.#readCache?.path === segment.path) {
       this.#readCache.file.close();
       this.#readCache = undefined;
@@ -423,7 +448,9 @@ export class Spool {
   }
 
   /** The records of the frame holding `index`, from memory or from its segment file. */
-  #recordsOfFrameAt(index: number): { index: number; list: readonly Uint8Array[] } | undefined {
+  #recordsOfFrameAt(
+    index: number,
+  ): { index: number; list: readonly FrameRecord[]; damaged?: boolean } | undefined {
     const unwritten = this.#unwritten.find((frame) =>
       frame.index <= index && index < frame.index + frame.records.length
     );
@@ -440,7 +467,8 @@ export class Spool {
         offset: frame.offset,
         count: frame.count,
       });
-      return { index: frame.index, list: new Array(frame.count).fill(new Uint8Array(0)) };
+      const empty = { bytes: new Uint8Array(0), truncated: false };
+      return { index: frame.index, list: new Array(frame.count).fill(empty), damaged: true };
     }
     return { index: frame.index, list };
   }
@@ -458,13 +486,15 @@ export class Spool {
 
   async #sync(): Promise<void> {
     if (this.#syncing) return;
-    const file = this.#file;
-    const dirty = this.#dirty;
-    this.#dirty = false;
     this.#syncing = (async () => {
       try {
-        if (this.#unwritten.length > 0) this.#writeUnwritten();
-        if (dirty && file) await file.sync();
+        for (const { file, close } of this.#takeUnsynced()) {
+          try {
+            await file.sync();
+          } finally {
+            close();
+          }
+        }
         this.#savePositions();
       } catch (error) {
         this.#writeErrors.error("spool sync failed in {dir}: {error}", {
@@ -480,8 +510,13 @@ export class Spool {
 
   #syncNow(): void {
     try {
-      if (this.#dirty && this.#file) this.#file.syncSync();
-      this.#dirty = false;
+      for (const { file, close } of this.#takeUnsynced()) {
+        try {
+          file.syncSync();
+        } finally {
+          close();
+        }
+      }
       this.#savePositions();
     } catch (error) {
       this.#writeErrors.error("spool sync failed in {dir}: {error}", {
@@ -489,6 +524,35 @@ export class Spool {
         error: (error as Error).message,
       });
     }
+  }
+
+  /**
+   * Handles to sync for every segment written to since the last sync: the newest is kept
+   * open for next time, an older one (the writer has moved on) is closed after. The writer's
+   * data is synced through them, since `fsync` is a file's, not a descriptor's.
+   */
+  #takeUnsynced(): { file: Deno.FsFile; close: () => void }[] {
+    if (this.#newSegment) {
+      this.#newSegment = false;
+      syncDirectory(this.dir);
+    }
+    const newest = this.#segments.at(-1);
+    const out: { file: Deno.FsFile; close: () => void }[] = [];
+    for (const segment of this.#unsynced) {
+      if (!this.#segments.includes(segment)) continue;
+      if (segment === newest) {
+        if (this.#syncFile?.segment !== segment) {
+          this.#syncFile?.file.close();
+          this.#syncFile = { segment, file: Deno.openSync(segment.path, { read: true }) };
+        }
+        out.push({ file: this.#syncFile.file, close: () => {} });
+      } else {
+        const file = Deno.openSync(segment.path, { read: true });
+        out.push({ file, close: () => file.close() });
+      }
+    }
+    this.#unsynced.clear();
+    return out;
   }
 
   #savePositions(): void {
@@ -499,48 +563,6 @@ export class Spool {
     Deno.writeTextFileSync(temporary, body + "\n");
     Deno.renameSync(temporary, `${this.dir}/${POSITIONS_FILE}`);
   }
-}
-
-/** Encodes records as one frame: header, then each record behind its length. */
-export function encodeFrame(records: readonly Uint8Array[]): Uint8Array {
-  let payloadBytes = 0;
-  for (const record of records) payloadBytes += RECORD_HEADER_BYTES + record.length;
-  const frame = new Uint8Array(FRAME_HEADER_BYTES + payloadBytes);
-  const view = new DataView(frame.buffer);
-  let offset = FRAME_HEADER_BYTES;
-  for (const record of records) {
-    view.setUint32(offset, record.length, true);
-    frame.set(record, offset + RECORD_HEADER_BYTES);
-    offset += RECORD_HEADER_BYTES + record.length;
-  }
-  view.setUint32(0, MAGIC, true);
-  view.setUint32(4, records.length, true);
-  view.setUint32(8, payloadBytes, true);
-  view.setUint32(12, crc32(frame.subarray(FRAME_HEADER_BYTES)), true);
-  return frame;
-}
-
-/** The records of a whole frame, or `undefined` if it is cut short or damaged. */
-export function decodeFrame(frame: Uint8Array): Uint8Array[] | undefined {
-  if (frame.length < FRAME_HEADER_BYTES) return undefined;
-  const view = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
-  if (view.getUint32(0, true) !== MAGIC) return undefined;
-  const count = view.getUint32(4, true);
-  const payloadBytes = view.getUint32(8, true);
-  if (frame.length < FRAME_HEADER_BYTES + payloadBytes) return undefined;
-  const payload = frame.subarray(FRAME_HEADER_BYTES, FRAME_HEADER_BYTES + payloadBytes);
-  if (crc32(payload) !== view.getUint32(12, true)) return undefined;
-  const records: Uint8Array[] = [];
-  let offset = 0;
-  while (offset < payload.length) {
-    if (offset + RECORD_HEADER_BYTES > payload.length) return undefined;
-    const length = new DataView(payload.buffer, payload.byteOffset + offset, 4).getUint32(0, true);
-    const start = offset + RECORD_HEADER_BYTES;
-    if (start + length > payload.length) return undefined;
-    records.push(payload.subarray(start, start + length));
-    offset = start + length;
-  }
-  return records.length === count ? records : undefined;
 }
 
 /**
@@ -582,13 +604,12 @@ function scanSegments(dir: string): { segments: Segment[]; next: number } {
  */
 function scanSegment(path: string, first: number): Segment {
   const data = Deno.readFileSync(path);
-  const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
   const frames: Frame[] = [];
   let offset = 0;
   let index = first;
-  while (offset + FRAME_HEADER_BYTES <= data.length && view.getUint32(offset, true) === MAGIC) {
-    const count = view.getUint32(offset + 4, true);
-    const end = offset + FRAME_HEADER_BYTES + view.getUint32(offset + 8, true);
+  for (let length = frameLength(data, offset); length > 0; length = frameLength(data, offset)) {
+    const count = frameCount(data, offset);
+    const end = offset + length;
     if (end > data.length) break;
     if (!decodeFrame(data.subarray(offset, end))) {
       log.error("spool segment {path}: the frame at byte {offset} is damaged", { path, offset });
@@ -632,11 +653,6 @@ function readPositions(dir: string): Map<string, number> {
   }
 }
 
-function writeAll(file: Deno.FsFile, bytes: Uint8Array): void {
-  let written = 0;
-  while (written < bytes.length) written += file.writeSync(bytes.subarray(written));
-}
-
 function readExactly(file: Deno.FsFile, offset: number, length: number): Uint8Array {
   const bytes = new Uint8Array(length);
   file.seekSync(offset, Deno.SeekMode.Start);
@@ -647,20 +663,6 @@ function readExactly(file: Deno.FsFile, offset: number, length: number): Uint8Ar
     read += n;
   }
   return bytes.subarray(0, read);
-}
-
-/** Makes a new file's directory entry durable (best effort: not every filesystem allows it). */
-function syncDirectory(dir: string): void {
-  try {
-    const handle = Deno.openSync(dir, { read: true });
-    try {
-      handle.syncSync();
-    } finally {
-      handle.close();
-    }
-  } catch {
-    // fsync on a directory is refused by some filesystems; the data files are still synced.
-  }
 }
 
 function findLast<T>(items: readonly T[], test: (item: T) => boolean): T | undefined {

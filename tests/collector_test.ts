@@ -1,18 +1,12 @@
 import assert from "node:assert/strict";
 import { Collector } from "../src/collector.ts";
-import { DatagramBatchBuilder } from "../src/datagram_batch.ts";
 import { qlenWarning, readMaxDgramQlen } from "../src/kernel_limits.ts";
 import { renderLogValue } from "../src/log.ts";
+import { batchOf } from "./support/datagram_batch.ts";
 import { pushTo, RecordingSink } from "./support/recording_sink.ts";
 
 /** A datagram that arrived whole. */
 const whole = (bytes: Uint8Array) => ({ bytes, truncated: false });
-
-function batchOf(datagrams: Array<{ bytes: Uint8Array; truncated: boolean }>) {
-  const builder = new DatagramBatchBuilder();
-  for (const { bytes, truncated } of datagrams) builder.append(bytes, truncated);
-  return builder.take();
-}
 
 const encode = (value: unknown) =>
   new TextEncoder().encode(typeof value === "string" ? value : JSON.stringify(value));

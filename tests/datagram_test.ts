@@ -1,12 +1,6 @@
 import assert from "node:assert/strict";
 import { decodeDatagram } from "../src/datagram.ts";
-import { DatagramBatchBuilder, forEachDatagram } from "../src/datagram_batch.ts";
-
-function batchOf(datagrams: Array<{ bytes: Uint8Array; truncated: boolean }>) {
-  const builder = new DatagramBatchBuilder();
-  for (const { bytes, truncated } of datagrams) builder.append(bytes, truncated);
-  return builder.take();
-}
+import { decodeFrames, FrameBuilder } from "../src/spool_frame.ts";
 
 const encode = (text: string) => new TextEncoder().encode(text);
 
@@ -39,41 +33,23 @@ Deno.test("each kind of bad datagram gets its own reason", () => {
   }
 });
 
-Deno.test("a batch carries datagrams, lengths and truncation flags in order", () => {
-  const datagrams = [
-    { bytes: encode("first"), truncated: false },
-    { bytes: new Uint8Array(0), truncated: false },
-    { bytes: encode("third, cut"), truncated: true },
-  ];
-  const batch = batchOf(datagrams);
-  const seen: Array<[string, boolean]> = [];
-  forEachDatagram(batch, (bytes, truncated) => {
-    seen.push([new TextDecoder().decode(bytes), truncated]);
-  });
-  assert.deepEqual(seen, [["first", false], ["", false], ["third, cut", true]]);
-});
-
-Deno.test("a batch counts refused senders and names the last one; take starts afresh", () => {
-  const builder = new DatagramBatchBuilder();
-  assert.ok(builder.empty);
-  builder.refuse(65534, 4711);
-  assert.ok(!builder.empty, "a refusal alone is worth handing over");
-  builder.append(encode("kept"), false);
-  builder.refuse(-1, -1);
-  builder.refuse(1001, 42);
-  const batch = builder.take();
-  assert.equal(batch.count, 1);
-  assert.equal(batch.refusedSenders, 3);
-  assert.equal(batch.lastRefusedUid, 1001);
-  assert.equal(batch.lastRefusedPid, 42);
-  assert.ok(builder.empty);
-  const next = builder.take();
-  assert.deepEqual([next.count, next.refusedSenders, next.lastRefusedUid, next.lastRefusedPid], [
-    0,
-    0,
-    -1,
-    -1,
-  ]);
+Deno.test("frames built back to back carry datagrams, lengths and truncation flags in order", () => {
+  const builder = new FrameBuilder();
+  assert.equal(builder.finishFrame(), undefined, "no record, no frame");
+  builder.append(encode("first"));
+  builder.append(new Uint8Array(0));
+  const first = builder.finishFrame()!;
+  assert.equal(first.count, 2);
+  const firstBytes = first.bytes.slice();
+  builder.append(encode("third, cut"), true);
+  builder.finishFrame();
+  const buffer = new Uint8Array(builder.take());
+  assert.deepEqual(buffer.subarray(0, firstBytes.length), firstBytes, "a frame is its view");
+  const seen = decodeFrames(buffer).map((frame) =>
+    frame.map(({ bytes, truncated }) => [new TextDecoder().decode(bytes), truncated])
+  );
+  assert.deepEqual(seen, [[["first", false], ["", false]], [["third, cut", true]]]);
+  assert.equal(builder.byteLength, 0, "take starts afresh");
 });
 
 Deno.test("datagrams a sink could not store as sent are refused as invalid_data", () => {

@@ -6,6 +6,7 @@ import { Histogram } from "../src/metrics.ts";
 import type { Sink, SinkStats } from "../src/sink.ts";
 import { Spool } from "../src/spool.ts";
 import { RecordingSink } from "./support/recording_sink.ts";
+import { writable, type WritableSpool } from "./support/writable_spool.ts";
 import { waitFor } from "./support/wait.ts";
 
 /** A sink whose backend can be taken away: while down it holds what it is pushed. */
@@ -81,19 +82,33 @@ function datagram(seq: number): Uint8Array {
   }));
 }
 
-/** Accepts events `from`..`to` - 1 in batches of `batch`, as the centre would. */
-function acceptRange(delivery: Delivery, from: number, to: number, batch = 50): void {
+/**
+ * Spools events `from`..`to` - 1 in frames of `batch` and hands them on as the centre would;
+ * with `invalidEvery`, a datagram that is not JSON follows every so many.
+ */
+function acceptRange(
+  delivery: Delivery,
+  from: number,
+  to: number,
+  { batch = 50, invalidEvery = 0 } = {},
+): void {
+  const spool = delivery.spool as WritableSpool;
   for (let start = from; start < to; start += batch) {
     const datagrams: Uint8Array[] = [];
-    const events: MiningEvent[] = [];
     for (let seq = start; seq < Math.min(to, start + batch); seq++) {
-      const bytes = datagram(seq);
-      const decoded = decodeDatagram(bytes, false);
-      if (!decoded.ok) throw new Error(decoded.detail);
-      datagrams.push(bytes);
-      events.push(decoded.event);
+      datagrams.push(datagram(seq));
+      if (invalidEvery > 0 && seq % invalidEvery === 0) datagrams.push(encoder.encode("{oops"));
     }
-    delivery.accept(events, datagrams);
+    const first = spool.append(datagrams);
+    const events: MiningEvent[] = [];
+    const indices: number[] = [];
+    datagrams.forEach((bytes, i) => {
+      const decoded = decodeDatagram(bytes, false);
+      if (!decoded.ok) return;
+      events.push(decoded.event);
+      indices.push(first + i);
+    });
+    delivery.accept({ first, count: datagrams.length, events, indices });
   }
 }
 
@@ -109,8 +124,10 @@ async function withDir(run: (dir: string) => Promise<void>): Promise<void> {
   }
 }
 
-function openSpool(dir: string, readers: string[], maxBytes = 64 * 1024 * 1024): Spool {
-  return Spool.open({ dir, maxBytes, fsyncIntervalMs: 50, readers, segmentBytes: 16 * 1024 });
+function openSpool(dir: string, readers: string[], maxBytes = 64 * 1024 * 1024): WritableSpool {
+  return writable(
+    Spool.open({ dir, maxBytes, fsyncIntervalMs: 50, readers, segmentBytes: 16 * 1024 }),
+  );
 }
 
 Deno.test("a sink that keeps up gets every event from memory and its position follows", async () => {
@@ -147,6 +164,25 @@ Deno.test("a sink whose backend is away holds at most the memory limit, then get
     assert.ok(away.peakPending <= 200, `held ${away.peakPending} in memory`);
     assert.equal(delivery.stats().sinks[0].replaying, false);
     assert.equal(spool.position("away"), spool.head);
+    await delivery.close();
+  });
+});
+
+Deno.test("invalid records in the spool are passed by every position, live and in replay, and never count as lost", async () => {
+  await withDir(async (dir) => {
+    const spool = openSpool(dir, ["away", "live"]);
+    const away = new GatedSink("away", false);
+    const live = new GatedSink("live");
+    const delivery = new Delivery(spool, [away, live], 200);
+    acceptRange(delivery, 1, 3001, { invalidEvery: 7 });
+    await waitFor(() => live.delivered.length === 3000, { what: "3000 events in the live sink" });
+    await waitFor(() => spool.position("live") === spool.head, { what: "live past every record" });
+    away.up = true;
+    await delivery.flush(AbortSignal.timeout(20_000));
+    assert.deepEqual(seqs(away.delivered), range(1, 3001), "replayed: all valid ones, in order");
+    assert.equal(spool.head, 3000 + Math.floor(3000 / 7));
+    assert.equal(spool.position("away"), spool.head);
+    assert.deepEqual(delivery.stats().sinks.map((s) => s.lost), [0, 0]);
     await delivery.close();
   });
 });

@@ -17,7 +17,6 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import postgres from "postgres";
 import { Collector } from "../src/collector.ts";
-import { DatagramBatchBuilder } from "../src/datagram_batch.ts";
 import { decodeDatagram, REJECT_REASONS, type RejectReason } from "../src/datagram.ts";
 import {
   dataSchemas,
@@ -34,6 +33,7 @@ import {
 import { createPostgresSink } from "../src/sinks/postgres.ts";
 import { createRedisSink, streamKey } from "../src/sinks/redis.ts";
 import { RespConnection } from "../src/sinks/resp.ts";
+import { batchOf } from "./support/datagram_batch.ts";
 import { loadSchema, startPostgres, startRedis } from "./support/services.ts";
 
 const SEED = Number(Deno.env.get("FUZZ_SEED") ?? 20260222);
@@ -590,7 +590,7 @@ Deno.test("fuzz: the centre counts every datagram once, as accepted or under one
     fc.property(fc.array(datagram, { maxLength: 40 }), fc.nat(), (datagrams, split) => {
       const handed: MiningEvent[] = [];
       const collector = new Collector({
-        accept(events) {
+        accept({ events }) {
           handed.push(...events);
         },
       });
@@ -611,11 +611,8 @@ Deno.test("fuzz: the centre counts every datagram once, as accepted or under one
         else expected[result.reason]++;
       }
       const cut = split % (slots.length + 1);
-      for (const part of [slots.slice(0, cut), slots.slice(cut)]) {
-        const builder = new DatagramBatchBuilder();
-        for (const { bytes, truncated } of part) builder.append(bytes, truncated);
-        collector.enqueue(builder.take());
-      }
+      collector.enqueue(batchOf(slots.slice(0, cut)));
+      collector.enqueue(batchOf(slots.slice(cut), cut));
       collector.drain();
       const counters = collector.counters();
       const invalid = Object.values(counters.invalid).reduce((sum, n) => sum + n, 0);

@@ -1,7 +1,10 @@
 import * as assert from "node:assert/strict";
 import { configure, type LogRecord, reset } from "@logtape/logtape";
 import { waitFor } from "./support/wait.ts";
-import { decodeFrame, encodeFrame, Spool, type SpoolOptions } from "../src/spool.ts";
+import { Spool, type SpoolOptions } from "../src/spool.ts";
+import { decodeFrame, encodeFrame } from "../src/spool_frame.ts";
+import { segmentName } from "../src/spool_writer.ts";
+import { writable } from "./support/writable_spool.ts";
 
 const text = new TextEncoder();
 const untext = new TextDecoder();
@@ -31,6 +34,8 @@ async function withSpoolDir(run: (dir: string) => Promise<void> | void): Promise
   }
 }
 
+const open = (options: SpoolOptions) => writable(Spool.open(options));
+
 const small = (dir: string, extra: Partial<SpoolOptions> = {}): SpoolOptions => ({
   dir,
   maxBytes: 1024 * 1024,
@@ -42,7 +47,7 @@ const small = (dir: string, extra: Partial<SpoolOptions> = {}): SpoolOptions => 
 
 Deno.test("a frame round-trips and a damaged or cut frame is refused", () => {
   const frame = encodeFrame(records(0, 3));
-  assert.deepEqual(decodeFrame(frame)?.map((r) => untext.decode(r)), [
+  assert.deepEqual(decodeFrame(frame)?.map((r) => untext.decode(r.bytes)), [
     "record-0",
     "record-1",
     "record-2",
@@ -55,7 +60,7 @@ Deno.test("a frame round-trips and a damaged or cut frame is refused", () => {
 
 Deno.test("records are numbered in order and read back across segments", async () => {
   await withSpoolDir(async (dir) => {
-    const spool = Spool.open(small(dir));
+    const spool = open(small(dir));
     assert.equal(spool.append(records(0, 10)), 0);
     assert.equal(spool.append(records(10, 5)), 10);
     assert.equal(spool.append([]), 15);
@@ -69,14 +74,35 @@ Deno.test("records are numbered in order and read back across segments", async (
   });
 });
 
+Deno.test("a frame that cannot be written is read from memory, and placed in order once it is", async () => {
+  await withSpoolDir(async (dir) => {
+    // Each frame starts a segment; a directory where the next one goes makes its write fail.
+    const spool = open(small(dir, { segmentBytes: 1 }));
+    spool.append(records(0, 2));
+    Deno.mkdirSync(`${dir}/${segmentName(2)}`);
+    spool.append(records(2, 2));
+    spool.append(records(4, 2));
+    assert.equal(spool.stats().unwritten, 4, "both kept in memory, in order");
+    assert.deepEqual(contents(spool), expected(0, 6), "and read from there");
+    Deno.removeSync(`${dir}/${segmentName(2)}`);
+    spool.append(records(6, 2));
+    assert.equal(spool.stats().unwritten, 0);
+    assert.deepEqual(contents(spool), expected(0, 8));
+    await spool.close();
+    const reopened = open(small(dir, { segmentBytes: 1 }));
+    assert.deepEqual(contents(reopened), expected(0, 8), "all of them on disk");
+    await reopened.close();
+  });
+});
+
 Deno.test("a reopened spool keeps its records, head and reader positions", async () => {
   await withSpoolDir(async (dir) => {
-    const first = Spool.open(small(dir));
+    const first = open(small(dir));
     first.append(records(0, 30));
     first.confirm("a", 12);
     await first.close();
 
-    const second = Spool.open(small(dir));
+    const second = open(small(dir));
     assert.equal(second.head, 30);
     assert.equal(second.position("a"), 12);
     assert.equal(second.position("b"), 0);
@@ -88,7 +114,7 @@ Deno.test("a reopened spool keeps its records, head and reader positions", async
 
 Deno.test("segments every reader is past are deleted, and numbering survives an empty spool", async () => {
   await withSpoolDir(async (dir) => {
-    const spool = Spool.open(small(dir));
+    const spool = open(small(dir));
     spool.append(records(0, 10));
     spool.append(records(10, 10));
     spool.append(records(20, 10));
@@ -100,7 +126,7 @@ Deno.test("segments every reader is past are deleted, and numbering survives an 
     assert.equal(spool.stats().behind.a, 0);
     await spool.close();
 
-    const reopened = Spool.open(small(dir));
+    const reopened = open(small(dir));
     assert.equal(reopened.head, 30);
     assert.equal(reopened.position("b"), 30);
     assert.deepEqual(contents(reopened, reopened.position("a")), []);
@@ -110,7 +136,7 @@ Deno.test("segments every reader is past are deleted, and numbering survives an 
 
 Deno.test("a frame cut short by a crash is removed and writing goes on after it", async () => {
   await withSpoolDir(async (dir) => {
-    const spool = Spool.open(small(dir, { segmentBytes: 1024 * 1024 }));
+    const spool = open(small(dir, { segmentBytes: 1024 * 1024 }));
     spool.append(records(0, 5));
     spool.append(records(5, 5));
     await spool.close();
@@ -120,7 +146,7 @@ Deno.test("a frame cut short by a crash is removed and writing goes on after it"
     await file.write(frame.subarray(0, frame.length - 3));
     file.close();
 
-    const reopened = Spool.open(small(dir, { segmentBytes: 1024 * 1024 }));
+    const reopened = open(small(dir, { segmentBytes: 1024 * 1024 }));
     assert.equal(reopened.head, 10);
     assert.equal(reopened.append(records(10, 2)), 10);
     assert.deepEqual(contents(reopened), expected(0, 12));
@@ -130,7 +156,7 @@ Deno.test("a frame cut short by a crash is removed and writing goes on after it"
 
 Deno.test("a damaged frame in the middle is reported as empty records, its neighbours intact", async () => {
   await withSpoolDir(async (dir) => {
-    const spool = Spool.open(small(dir, { segmentBytes: 1024 * 1024 }));
+    const spool = open(small(dir, { segmentBytes: 1024 * 1024 }));
     spool.append(records(0, 3));
     spool.append(records(3, 3));
     spool.append(records(6, 3));
@@ -141,7 +167,7 @@ Deno.test("a damaged frame in the middle is reported as empty records, its neigh
     bytes[secondFrame + 20] ^= 0xff;
     await Deno.writeFile(`${dir}/${segment}`, bytes);
 
-    const reopened = Spool.open(small(dir, { segmentBytes: 1024 * 1024 }));
+    const reopened = open(small(dir, { segmentBytes: 1024 * 1024 }));
     assert.equal(reopened.head, 9);
     const read = reopened.read(0, 100).map((r) => untext.decode(r.bytes));
     assert.deepEqual(read, [
@@ -162,7 +188,7 @@ Deno.test("a damaged frame in the middle is reported as empty records, its neigh
 Deno.test("a full spool deletes its oldest segments and moves lagging readers to the tail", async () => {
   await withSpoolDir(async (dir) => {
     const options = small(dir, { maxBytes: 4 * 1024, segmentBytes: 512 });
-    const spool = Spool.open(options);
+    const spool = open(options);
     for (let i = 0; i < 100; i++) {
       spool.append(records(i * 10, 10));
       spool.confirm("a", spool.head);
@@ -184,10 +210,10 @@ Deno.test("a full spool deletes its oldest segments and moves lagging readers to
 
 Deno.test("a reader new to the directory starts at the oldest record", async () => {
   await withSpoolDir(async (dir) => {
-    const spool = Spool.open(small(dir, { readers: ["a"] }));
+    const spool = open(small(dir, { readers: ["a"] }));
     spool.append(records(0, 5));
     await spool.close();
-    const reopened = Spool.open(small(dir, { readers: ["a", "c"] }));
+    const reopened = open(small(dir, { readers: ["a", "c"] }));
     assert.equal(reopened.position("c"), 0);
     assert.equal(reopened.stats().behind.c, 5);
     await reopened.close();
@@ -196,7 +222,7 @@ Deno.test("a reader new to the directory starts at the oldest record", async () 
 
 Deno.test("positions are saved on the timer, without a close", async () => {
   await withSpoolDir(async (dir) => {
-    const spool = Spool.open(small(dir, { fsyncIntervalMs: 10 }));
+    const spool = open(small(dir, { fsyncIntervalMs: 10 }));
     spool.append(records(0, 5));
     spool.confirm("a", 4);
     const saved = await waitFor(async () => {
@@ -213,7 +239,7 @@ Deno.test("a directory that cannot be used stops start-up naming SPOOL_DIR", asy
     const file = `${dir}/not-a-directory`;
     Deno.writeTextFileSync(file, "");
     assert.throws(
-      () => Spool.open(small(`${file}/spool`)),
+      () => open(small(`${file}/spool`)),
       (error: Error) => error.message.includes(file) && error.message.includes("SPOOL_DIR"),
     );
   });
@@ -231,7 +257,7 @@ Deno.test("the log says when the spool nears full and when it evicts, naming wha
   });
   try {
     await withSpoolDir(async (dir) => {
-      const spool = Spool.open(small(dir, { maxBytes: 4 * 1024, segmentBytes: 512 }));
+      const spool = open(small(dir, { maxBytes: 4 * 1024, segmentBytes: 512 }));
       const text = (level: string) =>
         records.filter((r) => r.level === level).map((r) => r.message.join(""));
       for (let i = 0; i < 30 && text("warning").length === 0; i++) spool.append(tenRecords(i));
@@ -251,15 +277,15 @@ function tenRecords(i: number): Uint8Array[] {
 
 Deno.test("a directory another collector holds is refused, and free again once it closes", async () => {
   await withSpoolDir(async (dir) => {
-    const first = Spool.open(small(dir));
+    const first = open(small(dir));
     assert.throws(
-      () => Spool.open(small(dir)),
+      () => open(small(dir)),
       (error: Error) =>
         /in use by another collector/.test(error.message) &&
         error.message.includes("SPOOL_DIR"),
     );
     await first.close();
-    const second = Spool.open(small(dir));
+    const second = open(small(dir));
     await second.close();
   });
 });

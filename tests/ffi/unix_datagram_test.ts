@@ -16,8 +16,8 @@ import {
   sockaddrUn,
   SocketError,
 } from "../../ffi/libc.ts";
-import { startReceiver } from "../../src/receiver.ts";
-import { type DatagramBatch, forEachDatagram } from "../../src/datagram_batch.ts";
+import type { DatagramBatch } from "../../src/datagram_batch.ts";
+import { startSpooledReceiver } from "../support/receiver.ts";
 import { foreignSenderUnavailable, sendAs } from "../support/foreign_sender.ts";
 import { waitFor } from "../support/wait.ts";
 
@@ -112,15 +112,16 @@ Deno.test("the receive thread delivers every datagram in order, flags oversized 
     const path = `${dir}/events.sock`;
     const received: string[] = [];
     let truncated = 0;
-    const receiver = startReceiver({
+    const receiver = startSpooledReceiver({
       path,
       mode: 0o600,
       receiveBufferBytes: 4 << 20,
-      onBatch: (batch) =>
-        forEachDatagram(batch, (bytes, cut) => {
+      onBatch: (batch) => {
+        for (const { bytes, truncated: cut } of batch.records()) {
           if (cut) truncated++;
           else received.push(new TextDecoder().decode(bytes));
-        }),
+        }
+      },
       onError: (message) => assert.fail(message),
     });
     const sender = new DatagramSender(path);
@@ -234,7 +235,7 @@ Deno.test("SOCKET_GROUP: the socket file gets the group, then the mode", () =>
   withDir(async (dir) => {
     const path = `${dir}/events.sock`;
     const gid = Deno.uid() === 0 ? 4242 : Deno.gid()!; // any gid as root, else our own
-    const receiver = startReceiver({
+    const receiver = startSpooledReceiver({
       path,
       mode: 0o660,
       group: gid,
@@ -269,14 +270,14 @@ async function withOpenReceiver(
     const path = `${dir}/events.sock`;
     const received: string[] = [];
     const batches: DatagramBatch[] = [];
-    const receiver = startReceiver({
+    const receiver = startSpooledReceiver({
       path,
       mode: 0o666,
       allowedSenderUids,
       receiveBufferBytes: 1 << 20,
       onBatch: (batch) => {
         batches.push(batch);
-        forEachDatagram(batch, (bytes) => received.push(new TextDecoder().decode(bytes)));
+        for (const { bytes } of batch.records()) received.push(new TextDecoder().decode(bytes));
       },
       onError: (message) => assert.fail(message),
     });

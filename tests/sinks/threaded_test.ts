@@ -3,7 +3,8 @@ import postgres from "postgres";
 import { type MiningEvent, parseEvent } from "../../src/events.ts";
 import type { PostgresSinkOptions } from "../../src/sinks/postgres.ts";
 import { threadNice } from "../../ffi/libc.ts";
-import { backgroundNice, startReceiver } from "../../src/receiver.ts";
+import { backgroundNice } from "../../src/receiver.ts";
+import { startSpooledReceiver } from "../support/receiver.ts";
 import { startThreadedSink } from "../../src/sinks/threaded.ts";
 import { freePort, loadSchema, startPostgres } from "../support/services.ts";
 import { waitFor } from "../support/wait.ts";
@@ -142,7 +143,7 @@ Deno.test("a sink thread runs below the receive thread, however many collectors 
   const dir = await Deno.makeTempDir({ prefix: "tbg-nice-" });
   try {
     for (let i = 0; i < 5; i++) {
-      const receiver = startReceiver({
+      const receiver = startSpooledReceiver({
         path: `${dir}/r${i}.sock`,
         mode: 0o600,
         receiveBufferBytes: 65_536,

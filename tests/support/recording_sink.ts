@@ -47,7 +47,8 @@ export class RecordingSink implements Sink {
 /** An outlet that pushes straight to sinks, for testing the centre without a spool. */
 export function pushTo(sinks: readonly Sink[]): EventOutlet {
   return {
-    accept(events) {
+    accept({ events }) {
+      if (events.length === 0) return;
       for (const sink of sinks) sink.push(events);
     },
   };
