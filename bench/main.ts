@@ -225,6 +225,8 @@ interface RunResult {
   };
   cpuSeconds?: number;
   cpuPercent?: number;
+  /** The collector's CPU seconds by thread, over the same window (see {@link threadCpu}). */
+  threadCpu?: Record<string, number>;
   /** CPU seconds over the same window: redis-server, every postgres process, the sender. */
   serverCpu?: { redis: number; postgres: number; sender: number };
   /** Whole machine over the same window: busy CPU seconds, and what was not ours. */
@@ -317,12 +319,40 @@ async function describeMachine(): Promise<Omit<Machine, "qlenUsed">> {
 const CLK_TCK = 100;
 
 /** utime + stime of a process (all threads), in seconds. */
-function cpuSeconds(pid: number): number | undefined {
-  const stat = readText(`/proc/${pid}/stat`);
+function cpuSeconds(pid: number, path = `/proc/${pid}/stat`): number | undefined {
+  const stat = readText(path);
   if (!stat) return undefined;
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   // fields[0] is field 3 (state); utime is field 14, stime field 15.
   return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
+}
+
+/** Names of the threads the collector does not name itself. */
+const THREAD_LABELS: Record<string, string> = {
+  "V8 DefaultWorke": "V8 helpers (GC, compiler)",
+  "tokio-runtime-w": "I/O pool",
+};
+
+/**
+ * CPU seconds of a process's threads, summed by name: the collector names its own threads
+ * (`tbg-receive`, `tbg-postgres`); the first thread is `main`.
+ */
+function threadCpu(pid: number): Map<string, number> {
+  const out = new Map<string, number>();
+  let entries: Deno.DirEntry[] = [];
+  try {
+    entries = [...Deno.readDirSync(`/proc/${pid}/task`)];
+  } catch {
+    return out;
+  }
+  for (const entry of entries) {
+    const comm = readText(`/proc/${pid}/task/${entry.name}/comm`)?.trim();
+    const cpu = cpuSeconds(Number(entry.name), `/proc/${pid}/task/${entry.name}/stat`);
+    if (comm === undefined || cpu === undefined) continue;
+    const name = entry.name === String(pid) ? "main" : THREAD_LABELS[comm] ?? comm;
+    out.set(name, (out.get(name) ?? 0) + cpu);
+  }
+  return out;
 }
 
 /** VmHWM (peak resident set) of a process, in MiB. */
@@ -778,6 +808,7 @@ async function runScenario(scenario: Scenario, sender: string, tmp: string): Pro
     const snapshot = () => ({
       at: performance.now(),
       collector: cpuSeconds(collectorPid),
+      threads: threadCpu(collectorPid),
       redis: cpuOf(redisPids),
       postgres: cpuOf(postgresPids(pgService!.port)),
       machine: machineJiffies(),
@@ -834,6 +865,9 @@ async function runScenario(scenario: Scenario, sender: string, tmp: string): Pro
     if (start.collector !== undefined && end.collector !== undefined) {
       result.cpuSeconds = end.collector - start.collector;
       result.cpuPercent = 100 * result.cpuSeconds / result.wallSeconds;
+      result.threadCpu = Object.fromEntries(
+        [...end.threads].map(([name, cpu]) => [name, cpu - (start.threads.get(name) ?? 0)]),
+      );
       // Machine-wide busy time over the window, minus everything this run started.
       const busy = (end.machine.busy - start.machine.busy) / CLK_TCK;
       const ours = result.cpuSeconds + result.serverCpu.redis + result.serverCpu.postgres +
@@ -981,6 +1015,12 @@ function runTable(r: RunResult): string {
   }
   if (r.cpuSeconds !== undefined && r.stop?.received) {
     rows.push(["collector CPU per event", `${fixed(cpuPerEventUs(r), 1)} µs`]);
+  }
+  if (r.threadCpu && r.wallSeconds) {
+    const byThread = Object.entries(r.threadCpu).filter(([, cpu]) => cpu >= 0.005)
+      .sort((a, b) => b[1] - a[1])
+      .map(([name, cpu]) => `${name} ${fixed(100 * cpu / r.wallSeconds!, 1)}%`);
+    rows.push(["collector CPU by thread (% of one core)", byThread.join(", ")]);
   }
   const share = (c: Ceiling | undefined) =>
     c

@@ -18,6 +18,7 @@
  * @module
  */
 /// <reference lib="deno.worker" />
+import { setThreadName } from "../ffi/libc.ts";
 import { BatchReceiver } from "../ffi/unix_datagram.ts";
 import { FrameBuilder } from "./spool_frame.ts";
 import { SpoolWriter, type SpoolWriterOptions, type WriterStep } from "./spool_writer.ts";
@@ -138,6 +139,7 @@ function handOver(start: ReceiverWorkerStart, writer: SpoolWriter, gathered: Gat
  * receive at once.
  */
 function run(start: ReceiverWorkerStart): void {
+  setThreadName("tbg-receive");
   self.postMessage({ type: "running" } satisfies ReceiverWorkerMessage);
   const { fd, stop, slots, slotBytes, allowedSenderUids } = start;
   const writer = new SpoolWriter(start.spool);

@@ -43,11 +43,6 @@ export class FrameBuilder {
     return this.#length;
   }
 
-  /** Records in the open frame. */
-  get openCount(): number {
-    return this.#frameCount;
-  }
-
   /** Copies one record into the open frame, opening one if needed. */
   append(bytes: Uint8Array, truncated = false): void {
     if (this.#frameStart < 0) {
@@ -79,11 +74,6 @@ export class FrameBuilder {
     this.#frameStart = -1;
     this.#frameCount = 0;
     return frame;
-  }
-
-  /** Drops the last finished frame (its bytes are on disk and need not be handed over). */
-  dropLast(bytes: number): void {
-    this.#length -= bytes;
   }
 
   /** The finished frames so far, in a buffer of their own; the builder starts empty again. */

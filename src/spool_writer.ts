@@ -76,11 +76,6 @@ export class SpoolWriter {
     this.#syncEveryFrame = options.syncEveryFrame;
   }
 
-  /** Index the next record gets. */
-  get head(): number {
-    return this.#head;
-  }
-
   /** Frames kept in memory because they could not be written. */
   get unwritten(): number {
     return this.#unwritten.length;

@@ -14,7 +14,7 @@
  *
  * @module
  */
-import { setThreadNice } from "../../ffi/libc.ts";
+import { setThreadName, setThreadNice } from "../../ffi/libc.ts";
 import type { MiningEvent } from "../events.ts";
 import type { LogLevel } from "../config.ts";
 import { configureLogging } from "../log.ts";
@@ -38,6 +38,7 @@ type ToWorker =
     readonly options: unknown;
     readonly logLevel?: LogLevel;
     readonly nice: number;
+    readonly name: string;
   }
   | { readonly type: "push"; readonly events: string }
   | { readonly type: "flush"; readonly id: number }
@@ -121,6 +122,7 @@ export function startThreadedSink<T>(options: ThreadedSinkOptions<T>): Sink {
     options: options.options,
     logLevel: options.logLevel,
     nice: backgroundNice(),
+    name: options.name,
   });
 
   function post(message: ToWorker): void {
@@ -217,6 +219,7 @@ export function serveSink<T>(createSink: (options: T) => Sink): void {
     switch (message.type) {
       case "start":
         setThreadNice(message.nice);
+        setThreadName(`tbg-${message.name}`);
         if (message.logLevel) await configureLogging(message.logLevel);
         sink = createSink(message.options as T);
         return;
