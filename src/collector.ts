@@ -8,10 +8,27 @@
 import { getLogger } from "@logtape/logtape";
 import type { DatagramBatch } from "./datagram_batch.ts";
 import { decodeDatagram, REJECT_REASONS, type RejectReason } from "./datagram.ts";
-import type { EventOutlet } from "./delivery.ts";
 import type { MiningEvent } from "./events.ts";
 import { RateLimitedLog } from "./log.ts";
 import { SeqTracker } from "./seq_tracker.ts";
+
+/** A run of consecutive spool records, as the centre hands it on. */
+export interface AcceptedRun {
+  /** Spool index of the run's first record. */
+  readonly first: number;
+  /** Records in the run, valid or not. */
+  readonly count: number;
+  /** The valid ones, in order... */
+  readonly events: readonly MiningEvent[];
+  /** ...and the spool index of each: `indices[i]` is the record `events[i]` came from. */
+  readonly indices: readonly number[];
+}
+
+/** Where the centre hands what it validated. */
+export interface EventOutlet {
+  /** Runs come in spool order, each starting where the one before ended. */
+  accept(run: AcceptedRun): void;
+}
 
 /** Longest stretch the centre works through queued batches before letting sink I/O run. */
 const SLICE_MS = 10;

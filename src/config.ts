@@ -53,8 +53,6 @@ export interface Config {
   readonly sinkConnectTimeoutMs: number;
   /** `SINK_WRITE_TIMEOUT`, in milliseconds: deadline for one write (pipeline, transaction). */
   readonly sinkWriteTimeoutMs: number;
-  /** `POSTGRES_THREAD`: whether the PostgreSQL sink runs on a thread of its own. */
-  readonly postgresThread: boolean;
 }
 
 /** One variable: its default and what it accepts. */
@@ -162,23 +160,6 @@ function host(raw: string): string {
   return raw;
 }
 
-const SWITCH_VALUES: Record<string, boolean> = {
-  on: true,
-  off: false,
-  true: true,
-  false: false,
-  yes: true,
-  no: false,
-  "1": true,
-  "0": false,
-};
-
-function onOff(raw: string): boolean {
-  const value = SWITCH_VALUES[raw.toLowerCase()];
-  if (value === undefined) throw new Error("must be on or off");
-  return value;
-}
-
 const LOG_LEVELS: Record<string, LogLevel> = {
   DEBUG: "debug",
   INFO: "info",
@@ -233,7 +214,6 @@ export const VARIABLES = {
   METRICS_HOST: { fallback: "0.0.0.0", parse: host },
   SINK_CONNECT_TIMEOUT: { fallback: "3", parse: seconds(0.1, 600) },
   SINK_WRITE_TIMEOUT: { fallback: "15", parse: seconds(0.1, 3600) },
-  POSTGRES_THREAD: { fallback: "off", parse: onOff },
 } as const satisfies Record<string, Variable<unknown>>;
 
 type Parsed = { [K in keyof typeof VARIABLES]: ReturnType<(typeof VARIABLES)[K]["parse"]> };
@@ -279,7 +259,6 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
     metricsHost: v.METRICS_HOST,
     sinkConnectTimeoutMs: v.SINK_CONNECT_TIMEOUT,
     sinkWriteTimeoutMs: v.SINK_WRITE_TIMEOUT,
-    postgresThread: v.POSTGRES_THREAD,
   });
 }
 

@@ -1,6 +1,6 @@
 /**
- * Puts the collector together from its configuration: sinks, spool and delivery, centre,
- * receive thread, periodic stats, and an orderly stop.
+ * Puts the collector together from its configuration: spool, sink threads and delivery,
+ * centre, receive thread, periodic stats, and an orderly stop.
  *
  * @module
  */
@@ -12,10 +12,9 @@ import type { MetricsServer } from "./metrics_server.ts";
 import { startCollectorMetrics } from "./service_metrics.ts";
 import { qlenWarning, readMaxDgramQlen } from "./kernel_limits.ts";
 import { type Receiver, startReceiver } from "./receiver.ts";
-import type { Sink } from "./sink.ts";
-import { createPostgresSink, type PostgresSinkOptions } from "./sinks/postgres.ts";
-import { createRedisSink } from "./sinks/redis.ts";
-import { startThreadedSink } from "./sinks/threaded.ts";
+import type { PostgresSinkOptions } from "./sinks/postgres.ts";
+import type { RedisSinkOptions } from "./sinks/redis.ts";
+import { type SinkThread, startSinkThread } from "./sinks/threaded.ts";
 import { Spool } from "./spool.ts";
 
 const log = getLogger(["tbg", "collector"]);
@@ -33,51 +32,48 @@ export interface Service {
   stop(): Promise<{ undelivered: number }>;
 }
 
+/** The sinks, by the name their spool position goes by, and their worker modules. */
+const SINKS = ["redis", "postgres"] as const;
+
 /**
- * Builds the sinks the configuration asks for. Redis, where latency matters most, stays on
- * the main thread. PostgreSQL does too unless `POSTGRES_THREAD` is on: a thread of its own
- * spares the main thread the milliseconds a batch takes to build and encode, but lets
- * postgres run flat out, which on a machine short of cores takes CPU the receive thread
- * needs (see BENCHMARKS.md).
+ * Starts one thread per sink, each reading the spool from its saved position.
  *
  * @param onFatal called if a sink's thread fails
  */
-export function createSinks(config: Config, onFatal: (message: string) => void): Sink[] {
+export function startSinkThreads(
+  config: Config,
+  spool: Spool,
+  onFatal: (message: string) => void,
+): SinkThread[] {
   const deadlines = {
     connectTimeoutMs: config.sinkConnectTimeoutMs,
     writeTimeoutMs: config.sinkWriteTimeoutMs,
   };
-  const postgres: PostgresSinkOptions = {
-    url: config.databaseUrl,
-    batchMaxSize: config.batchMaxSize,
-    flushIntervalMs: config.batchFlushIntervalMs,
-    ...deadlines,
-  };
-  return [
-    createRedisSink({
-      url: config.redisUrl,
-      streamMaxLen: config.redisStreamMaxLen,
+  const options: { redis: RedisSinkOptions; postgres: PostgresSinkOptions } = {
+    redis: { url: config.redisUrl, streamMaxLen: config.redisStreamMaxLen, ...deadlines },
+    postgres: {
+      url: config.databaseUrl,
+      batchMaxSize: config.batchMaxSize,
+      flushIntervalMs: config.batchFlushIntervalMs,
       ...deadlines,
-    }),
-    config.postgresThread
-      ? postgresThread(postgres, config.logLevel, onFatal)
-      : createPostgresSink(postgres),
-  ];
-}
-
-function postgresThread(
-  options: PostgresSinkOptions,
-  logLevel: Config["logLevel"],
-  onFatal: (message: string) => void,
-): Sink {
-  log.info("the PostgreSQL sink runs on a thread of its own (POSTGRES_THREAD=on)");
-  return startThreadedSink({
-    name: "postgres",
-    worker: new URL("./sinks/postgres_worker.ts", import.meta.url),
-    options,
-    logLevel,
-    onFatal,
-  });
+    },
+  };
+  return SINKS.map((name) =>
+    startSinkThread({
+      name,
+      worker: new URL(`./sinks/${name}_worker.ts`, import.meta.url),
+      options: options[name],
+      spool: {
+        dir: spool.dir,
+        signals: spool.signals.buffer,
+        readerIndex: spool.readerIndex(name),
+        position: spool.position(name),
+      },
+      memoryLimit: config.maxPendingEvents,
+      logLevel: config.logLevel,
+      onFatal,
+    })
+  );
 }
 
 /** One line with every counter, for the periodic log. */
@@ -105,14 +101,7 @@ export function statsLine(collector: Collector, delivery: Delivery): string {
  * @param onFatal called when the receive thread or a sink's thread fails; the caller should
  *   stop and exit
  */
-export function startService(
-  config: Config,
-  onFatal: (message: string) => void,
-  sinks: Sink[] = createSinks(config, (message) => {
-    log.fatal("{message}", { message });
-    onFatal(message);
-  }),
-): Service {
+export function startService(config: Config, onFatal: (message: string) => void): Service {
   log.info("starting: socket {socket}, redis {redis}, database {database}", {
     socket: config.socketPath,
     redis: redactUrl(config.redisUrl),
@@ -121,20 +110,20 @@ export function startService(
   const warning = qlenWarning(readMaxDgramQlen());
   if (warning) log.warn(warning);
 
-  let spool: Spool;
-  try {
-    spool = Spool.open({
-      dir: config.spoolDir,
-      maxBytes: config.spoolMaxBytes,
-      fsyncIntervalMs: config.spoolFsyncIntervalMs,
-      readers: sinks.map((sink) => sink.name),
-    });
-  } catch (error) {
-    void Promise.all(sinks.map((sink) => sink.close()));
-    throw error;
-  }
-  const delivery = new Delivery(spool, sinks, config.maxPendingEvents);
-  const collector = new Collector(delivery);
+  const spool = Spool.open({
+    dir: config.spoolDir,
+    maxBytes: config.spoolMaxBytes,
+    fsyncIntervalMs: config.spoolFsyncIntervalMs,
+    readers: SINKS,
+  });
+  const sinks = startSinkThreads(config, spool, (message) => {
+    log.fatal("{message}", { message });
+    onFatal(message);
+  });
+  const delivery = new Delivery(spool, sinks);
+  // The sinks read the spool themselves: the centre here validates to count, and hands on
+  // nothing.
+  const collector = new Collector({ accept() {} });
   let receiving = false;
   let metrics: MetricsServer | undefined;
   try {

@@ -32,7 +32,7 @@ export interface SpoolGauges {
 export interface CollectorMetricsSource {
   /** The centre's counters (`collector.counters()`). */
   readonly counters: () => CollectorCounters;
-  readonly sinks: readonly Sink[];
+  readonly sinks: readonly Pick<Sink, "name" | "stats">[];
   /** Whether the event socket is bound and the receive thread running. */
   readonly receiving: () => boolean;
   /** The spool's state; leave out (or answer undefined) when there is no spool. */

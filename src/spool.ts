@@ -39,6 +39,7 @@ import {
   frameLength,
   type FrameRecord,
 } from "./spool_frame.ts";
+import { SpoolSignals } from "./spool_signals.ts";
 import {
   type FrameLocation,
   segmentName,
@@ -142,6 +143,9 @@ export class Spool {
   readonly #evictions = new RateLimitedLog(log);
 
   readonly #lock: number;
+  /** Shared with the writer and the readers on other threads. */
+  readonly signals: SpoolSignals;
+  readonly #readers: readonly string[];
 
   private constructor(
     options: SpoolOptions,
@@ -159,6 +163,10 @@ export class Spool {
     this.#segments = segments;
     this.#positions = positions;
     this.#head = head;
+    this.#readers = options.readers;
+    this.signals = new SpoolSignals(options.readers.length);
+    this.signals.publishHead(head);
+    this.signals.publishTail(this.tail);
     const interval = Math.min(SAVE_INTERVAL_MS, options.fsyncIntervalMs || SAVE_INTERVAL_MS);
     this.#timer = setInterval(() => void this.#sync(), interval);
     Deno.unrefTimer(this.#timer);
@@ -232,6 +240,13 @@ export class Spool {
     return this.#segments[0]?.first ?? this.#unwritten[0]?.index ?? this.#head;
   }
 
+  /** Where `reader` acknowledges in {@link signals}. */
+  readerIndex(reader: string): number {
+    const index = this.#readers.indexOf(reader);
+    if (index < 0) throw new Error(`unknown spool reader ${reader}`);
+    return index;
+  }
+
   /** A reader's position: the index of the first record it has not had confirmed. */
   position(reader: string): number {
     const position = this.#positions.get(reader);
@@ -246,6 +261,7 @@ export class Spool {
       head: this.#head,
       segmentBytes: this.#segmentBytes,
       syncEveryFrame: this.#fsyncIntervalMs === 0,
+      signals: this.signals.buffer,
     };
   }
 
@@ -429,6 +445,8 @@ export class Spool {
   }
 
   #removeSegment(segment: Segment): void {
+    // Readers on other threads look at the tail before they open a segment.
+    this.signals.publishTail(this.tail);
     if (this.#syncFile?.segment === segment) {
       this.#syncFile.file.close();
       this.#syncFile = undefined;

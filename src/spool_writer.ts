@@ -11,6 +11,8 @@
  *
  * @module
  */
+import { frameCount } from "./spool_frame.ts";
+import { SpoolSignals } from "./spool_signals.ts";
 
 /** Where a written frame is. */
 export interface FrameLocation {
@@ -49,6 +51,8 @@ export interface SpoolWriterOptions {
   readonly segmentBytes: number;
   /** `fsync` after every frame (`SPOOL_FSYNC_INTERVAL=0`). */
   readonly syncEveryFrame: boolean;
+  /** The spool's {@link SpoolSignals}: the head is published after every frame written. */
+  readonly signals: SharedArrayBuffer;
 }
 
 /** The file name of the segment whose first record is `first`. */
@@ -61,6 +65,7 @@ export class SpoolWriter {
   readonly #dir: string;
   readonly #segmentBytes: number;
   readonly #syncEveryFrame: boolean;
+  readonly #signals: SpoolSignals;
   #head: number;
   #file: Deno.FsFile | undefined;
   #segment = -1;
@@ -74,6 +79,7 @@ export class SpoolWriter {
     this.#head = options.head;
     this.#segmentBytes = options.segmentBytes;
     this.#syncEveryFrame = options.syncEveryFrame;
+    this.#signals = new SpoolSignals(options.signals);
   }
 
   /** Frames kept in memory because they could not be written. */
@@ -140,6 +146,7 @@ export class SpoolWriter {
       }
       this.#segmentSize += frame.length;
       this.#lastError = undefined;
+      this.#signals.publishHead(index + frameCount(frame));
       return { index, segment: this.#segment, offset };
     } catch (error) {
       this.#lastError = error as Error;

@@ -22,7 +22,6 @@ Deno.test("defaults match the documented ones", () => {
   assert.equal(config.batchMaxSize, 500);
   assert.equal(config.redisStreamMaxLen, 100_000);
   assert.equal(config.statsIntervalMs, 60_000);
-  assert.equal(config.postgresThread, false);
   assert.ok(Object.isFrozen(config));
 });
 
@@ -51,15 +50,6 @@ Deno.test("values are read from the environment; empty means default", () => {
   assert.equal(config.statsIntervalMs, 0);
   assert.equal(config.shutdownTimeoutMs, 5000);
   assert.equal(config.socketReceiveBuffer, 8 * 1024 * 1024);
-});
-
-Deno.test("POSTGRES_THREAD is a switch", () => {
-  for (const on of ["on", "ON", "true", "yes", "1"]) {
-    assert.equal(loadConfig({ POSTGRES_THREAD: on }).postgresThread, true, on);
-  }
-  for (const off of ["off", "false", "No", "0"]) {
-    assert.equal(loadConfig({ POSTGRES_THREAD: off }).postgresThread, false, off);
-  }
 });
 
 Deno.test("LOG_LEVEL accepts the usual spellings", () => {
@@ -91,7 +81,6 @@ const invalid: Array<[string, string]> = [
   ["MAX_PENDING_EVENTS", "10"],
   ["STATS_INTERVAL", "-1"],
   ["SHUTDOWN_TIMEOUT", "NaN"],
-  ["POSTGRES_THREAD", "maybe"],
 ];
 
 for (const [name, value] of invalid) {

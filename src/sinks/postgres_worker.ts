@@ -4,6 +4,6 @@
  * @module
  */
 import { createPostgresSink } from "./postgres.ts";
-import { serveSink } from "./threaded.ts";
+import { serveSinkThread } from "./threaded.ts";
 
-serveSink(createPostgresSink);
+serveSinkThread(createPostgresSink);

@@ -1,115 +1,133 @@
 /**
- * Runs a sink on a thread of its own, so that its work (building batches, encoding them,
- * talking to the backend) never holds up the main thread, where every event waits to be
- * validated and written to the spool and to Redis.
+ * Runs a sink on a thread of its own, fed from the spool on that thread (`sink_feed.ts`):
+ * its reading, decoding, encoding and talking to the backend never hold up the main thread
+ * or another sink. The main thread keeps a stand-in ({@link SinkThread}) whose stats are
+ * what the thread last reported; it never sees an event.
  *
- * The main thread hands events over as one JSON text per push: a string crosses threads as
- * a single copy, where structured cloning would walk every object (about 0.25 µs an event
- * to stringify against 1 µs to clone). The worker posts its counters back whenever they
- * change, so {@link Sink.stats} stays synchronous; events still on their way to the worker
- * count as pending.
- *
- * A worker module is one line: `serveSink(createMySink)` (see `postgres_worker.ts`). The
- * thread runs below the receive thread's priority, like the main thread.
+ * A worker module is one line: `serveSinkThread(createMySink)` (see `redis_worker.ts`). The
+ * thread runs below the receive thread's priority, like the main thread, and is named
+ * `tbg-{name}`.
  *
  * @module
  */
 import { setThreadName, setThreadNice } from "../../ffi/libc.ts";
-import type { MiningEvent } from "../events.ts";
 import type { LogLevel } from "../config.ts";
 import { configureLogging } from "../log.ts";
 import { Histogram, type HistogramSnapshot } from "../metrics.ts";
 import { backgroundNice } from "../receiver.ts";
 import type { Sink, SinkStats } from "../sink.ts";
+import { type FeedStats, SinkFeed } from "../sink_feed.ts";
+import { SpoolReader } from "../spool_reader.ts";
+import { SpoolSignals } from "../spool_signals.ts";
 
-/** Counters the worker reports; `pending` is worked out on the main thread. */
-interface WorkerStats {
-  readonly written: number;
-  readonly retried: number;
-  readonly dropped: number;
-  readonly up: boolean;
+/** Where in the spool a sink thread reads. */
+export interface SpoolPlace {
+  readonly dir: string;
+  /** The spool's {@link SpoolSignals} buffer. */
+  readonly signals: SharedArrayBuffer;
+  readonly readerIndex: number;
+  /** The sink's saved position. */
+  readonly position: number;
+}
+
+/** What a sink thread reports: its sink's counters and its feed's. */
+export interface SinkThreadStats extends SinkStats, FeedStats {}
+
+interface ReportedStats extends Omit<SinkThreadStats, "writeLatency"> {
   readonly writeLatency: HistogramSnapshot;
 }
 
-/** Messages from the main thread to a sink worker. */
+/** Messages from the main thread to a sink thread. */
 type ToWorker =
   | {
     readonly type: "start";
+    readonly name: string;
     readonly options: unknown;
+    readonly spool: SpoolPlace;
+    readonly memoryLimit: number;
     readonly logLevel?: LogLevel;
     readonly nice: number;
-    readonly name: string;
   }
-  | { readonly type: "push"; readonly events: string }
-  | { readonly type: "flush"; readonly id: number }
+  | { readonly type: "drain"; readonly id: number; readonly until: number }
   | { readonly type: "abort"; readonly id: number }
   | { readonly type: "close" };
 
-/** Messages from a sink worker to the main thread. */
+/** Messages from a sink thread to the main thread. */
 type FromWorker =
-  | { readonly type: "stats"; readonly stats: WorkerStats }
-  | { readonly type: "flushed"; readonly id: number; readonly stats: WorkerStats }
+  | { readonly type: "stats"; readonly stats: ReportedStats }
+  | { readonly type: "drained"; readonly id: number; readonly stats: ReportedStats }
   | { readonly type: "closed" };
 
-/** How often a worker looks whether its counters changed. */
-const STATS_INTERVAL_MS = 5;
+/** How often a sink thread looks whether its counters changed. */
+const STATS_INTERVAL_MS = 50;
 
-/**
- * How long pushed events gather before they are sent to the worker: a message costs both
- * threads far more than an event, and the events come in small batches.
- */
-const HAND_OVER_MS = 5;
-
-/** Options for {@link startThreadedSink}. */
-export interface ThreadedSinkOptions<T> {
-  /** The sink's name, as the sink in the worker would give it. */
+/** Options for {@link startSinkThread}. */
+export interface SinkThreadOptions<T> {
+  /** The sink's name, as the sink in the worker gives it. */
   readonly name: string;
-  /** The worker module, one that calls {@link serveSink}. */
+  /** The worker module, one that calls {@link serveSinkThread}. */
   readonly worker: URL;
   /** Passed to the worker's sink factory; must survive structured cloning. */
   readonly options: T;
+  readonly spool: SpoolPlace;
+  /** Events the sink may hold in memory before its feed stops reading. */
+  readonly memoryLimit: number;
   /** The worker logs at this level (default: its own logging stays unconfigured). */
   readonly logLevel?: LogLevel;
   /**
-   * Called if the worker fails (an uncaught error): its events are then in the spool only,
-   * and the caller should stop and restart the collector.
+   * Called if the thread fails (an uncaught error): its events stay in the spool, and the
+   * caller should stop and restart the collector.
    */
   readonly onFatal: (message: string) => void;
 }
 
-/** Starts a worker running a sink and returns the sink's stand-in on this thread. */
-export function startThreadedSink<T>(options: ThreadedSinkOptions<T>): Sink {
+/** The main thread's stand-in for a sink on its own thread. */
+export interface SinkThread {
+  readonly name: string;
+  /** What the thread last reported. */
+  stats(): SinkThreadStats;
+  /**
+   * Resolves once the sink confirmed every record before `until`, or when `signal` aborts,
+   * or at once if the thread is gone.
+   */
+  drain(until: number, signal?: AbortSignal): Promise<void>;
+  /** Stops the feed and the sink, and ends the thread. */
+  close(): Promise<void>;
+}
+
+/** Starts a thread running a sink fed from the spool. */
+export function startSinkThread<T>(options: SinkThreadOptions<T>): SinkThread {
   const worker = new Worker(options.worker.href, { type: "module", name: options.name });
-  let stats: WorkerStats = {
+  let stats: ReportedStats = {
     written: 0,
     retried: 0,
     dropped: 0,
+    pending: 0,
     up: true,
     writeLatency: new Histogram().snapshot(),
+    position: options.spool.position,
+    lost: 0,
+    behind: false,
   };
-  let pushed = 0;
-  let gathered: MiningEvent[] = [];
-  let handOver: ReturnType<typeof setTimeout> | undefined;
-  let nextFlushId = 0;
-  const flushes = new Map<number, () => void>();
+  let nextId = 0;
+  const drains = new Map<number, () => void>();
   let closed: (() => void) | undefined;
   let alive = true;
 
   const finish = () => {
     alive = false;
-    clearTimeout(handOver);
     worker.terminate();
-    for (const resolve of flushes.values()) resolve();
-    flushes.clear();
+    for (const resolve of drains.values()) resolve();
+    drains.clear();
     closed?.();
   };
   worker.onmessage = (event: MessageEvent<FromWorker>) => {
     const message = event.data;
     if (message.type === "closed") return finish();
     stats = message.stats;
-    if (message.type === "flushed") {
-      flushes.get(message.id)?.();
-      flushes.delete(message.id);
+    if (message.type === "drained") {
+      drains.get(message.id)?.();
+      drains.delete(message.id);
     }
   };
   worker.onerror = (event) => {
@@ -117,122 +135,104 @@ export function startThreadedSink<T>(options: ThreadedSinkOptions<T>): Sink {
     finish();
     options.onFatal(`${options.name} sink thread failed: ${event.message}`);
   };
+  const post = (message: ToWorker) => {
+    if (alive) worker.postMessage(message);
+  };
   post({
     type: "start",
+    name: options.name,
     options: options.options,
+    spool: options.spool,
+    memoryLimit: options.memoryLimit,
     logLevel: options.logLevel,
     nice: backgroundNice(),
-    name: options.name,
   });
-
-  function post(message: ToWorker): void {
-    if (alive) worker.postMessage(message);
-  }
-
-  function handOverGathered(): void {
-    clearTimeout(handOver);
-    handOver = undefined;
-    if (gathered.length === 0) return;
-    post({ type: "push", events: JSON.stringify(gathered) });
-    gathered = [];
-  }
 
   return {
     name: options.name,
-    push(events: readonly MiningEvent[]): void {
-      if (events.length === 0) return;
-      pushed += events.length;
-      for (const event of events) gathered.push(event);
-      handOver ??= setTimeout(handOverGathered, HAND_OVER_MS);
-    },
-    flush(signal?: AbortSignal): Promise<void> {
+    stats: () => stats,
+    drain(until: number, signal?: AbortSignal): Promise<void> {
       if (!alive || signal?.aborted) return Promise.resolve();
-      handOverGathered();
-      const id = nextFlushId++;
+      const id = nextId++;
       return new Promise<void>((resolve) => {
         const onAbort = () => {
-          flushes.delete(id);
+          drains.delete(id);
           post({ type: "abort", id });
           resolve();
         };
         signal?.addEventListener("abort", onAbort, { once: true });
-        flushes.set(id, () => {
+        drains.set(id, () => {
           signal?.removeEventListener("abort", onAbort);
           resolve();
         });
-        post({ type: "flush", id });
+        post({ type: "drain", id, until });
       });
     },
     close(): Promise<void> {
       if (!alive) return Promise.resolve();
-      handOverGathered();
       const done = new Promise<void>((resolve) => closed = resolve);
       post({ type: "close" });
       return done;
-    },
-    stats(): SinkStats {
-      return {
-        written: stats.written,
-        retried: stats.retried,
-        dropped: stats.dropped,
-        up: stats.up,
-        pending: pushed - stats.written - stats.dropped,
-        writeLatency: stats.writeLatency,
-      };
     },
   };
 }
 
 /**
- * The worker side: builds the sink from the options {@link startThreadedSink} was given and
- * serves the main thread's calls until `close`.
+ * The worker side: builds the sink from the options {@link startSinkThread} was given, feeds
+ * it from the spool and serves the main thread's calls until `close`.
  */
-export function serveSink<T>(createSink: (options: T) => Sink): void {
+export function serveSinkThread<T>(createSink: (options: T) => Sink): void {
   const scope = self as unknown as {
     postMessage(message: FromWorker): void;
     onmessage: ((event: MessageEvent<ToWorker>) => void) | null;
   };
+  let feed: SinkFeed | undefined;
   let sink: Sink | undefined;
   let ready: Promise<void> = Promise.resolve();
   const aborts = new Map<number, AbortController>();
-  let reported: WorkerStats | undefined;
+  let reported: ReportedStats | undefined;
 
-  /** `s` as the main thread gets it, remembered as the last sent. */
-  const report = (s: SinkStats): WorkerStats => {
+  const report = (): ReportedStats => {
+    const s = sink!.stats();
     const writeLatency = "snapshot" in s.writeLatency ? s.writeLatency.snapshot() : s.writeLatency;
-    const { written, retried, dropped, up } = s;
-    return reported = { written, retried, dropped, up, writeLatency };
+    return reported = { ...s, ...feed!.stats(), writeLatency };
+  };
+  const changed = (): boolean => {
+    const s = sink!.stats();
+    const f = feed!.stats();
+    return reported === undefined || s.written !== reported.written ||
+      s.dropped !== reported.dropped || s.retried !== reported.retried || s.up !== reported.up ||
+      s.pending !== reported.pending || f.position !== reported.position ||
+      f.lost !== reported.lost || f.behind !== reported.behind;
   };
   const timer = setInterval(() => {
-    if (sink === undefined) return;
-    const s = sink.stats();
-    if (
-      reported !== undefined && s.written === reported.written &&
-      s.dropped === reported.dropped && s.retried === reported.retried && s.up === reported.up
-    ) {
-      return;
-    }
-    scope.postMessage({ type: "stats", stats: report(s) });
+    if (feed !== undefined && changed()) scope.postMessage({ type: "stats", stats: report() });
   }, STATS_INTERVAL_MS);
 
   const handle = async (message: ToWorker): Promise<void> => {
     switch (message.type) {
-      case "start":
+      case "start": {
         setThreadNice(message.nice);
         setThreadName(`tbg-${message.name}`);
         if (message.logLevel) await configureLogging(message.logLevel);
         sink = createSink(message.options as T);
+        const signals = new SpoolSignals(message.spool.signals);
+        feed = new SinkFeed({
+          sink,
+          reader: new SpoolReader(message.spool.dir, message.spool.position, signals),
+          signals,
+          readerIndex: message.spool.readerIndex,
+          memoryLimit: message.memoryLimit,
+        });
         return;
-      case "push":
-        sink!.push(JSON.parse(message.events));
-        return;
-      case "flush": {
+      }
+      case "drain": {
         const controller = new AbortController();
         aborts.set(message.id, controller);
-        void sink!.flush(controller.signal).then(() => {
+        void feed!.drain(message.until, controller.signal).then(() => {
           aborts.delete(message.id);
           if (controller.signal.aborted) return;
-          scope.postMessage({ type: "flushed", id: message.id, stats: report(sink!.stats()) });
+          scope.postMessage({ type: "drained", id: message.id, stats: report() });
         });
         return;
       }
@@ -242,13 +242,13 @@ export function serveSink<T>(createSink: (options: T) => Sink): void {
       case "close":
         clearInterval(timer);
         for (const controller of aborts.values()) controller.abort();
-        await sink!.close();
+        await feed?.close();
         scope.postMessage({ type: "closed" });
         return;
     }
   };
   // Start-up is asynchronous (logging), so every message waits its turn behind the ones
-  // before it; order matters: pushes must reach the sink in the order they were made.
+  // before it.
   scope.onmessage = (event) => {
     ready = ready.then(() => handle(event.data));
   };

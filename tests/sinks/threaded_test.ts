@@ -5,7 +5,9 @@ import type { PostgresSinkOptions } from "../../src/sinks/postgres.ts";
 import { threadNice } from "../../ffi/libc.ts";
 import { backgroundNice } from "../../src/receiver.ts";
 import { startSpooledReceiver } from "../support/receiver.ts";
-import { startThreadedSink } from "../../src/sinks/threaded.ts";
+import { type SinkThread, startSinkThread } from "../../src/sinks/threaded.ts";
+import { Spool } from "../../src/spool.ts";
+import { writable, type WritableSpool } from "../support/writable_spool.ts";
 import { freePort, loadSchema, startPostgres } from "../support/services.ts";
 import { waitFor } from "../support/wait.ts";
 
@@ -24,6 +26,51 @@ function event(seq: number, data: Record<string, unknown>, type = "share_submitt
   return parsed.event;
 }
 
+const encoder = new TextEncoder();
+
+/** Spools `events` in frames of seven, as datagrams. */
+function spoolEvents(spool: WritableSpool, events: readonly MiningEvent[]): void {
+  for (let i = 0; i < events.length; i += 7) {
+    spool.append(
+      events.slice(i, i + 7).map((e) => {
+        const { id: _, ...sent } = e;
+        return encoder.encode(JSON.stringify(sent));
+      }),
+    );
+  }
+}
+
+/** A temporary spool with one reader, `postgres`, and a sink thread reading it. */
+async function withSinkThread(
+  options: { worker?: URL; sinkOptions: unknown; fatal?: (message: string) => void },
+  test: (spool: WritableSpool, sink: SinkThread) => Promise<void>,
+): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "tbg-sink-thread-" });
+  const spool = writable(
+    Spool.open({ dir, maxBytes: 64 << 20, fsyncIntervalMs: 1000, readers: ["postgres"] }),
+  );
+  const sink = startSinkThread({
+    name: "postgres",
+    worker: options.worker ?? POSTGRES_WORKER,
+    options: options.sinkOptions,
+    spool: {
+      dir,
+      signals: spool.signals.buffer,
+      readerIndex: 0,
+      position: spool.position("postgres"),
+    },
+    memoryLimit: 1000,
+    onFatal: options.fatal ?? (() => {}),
+  });
+  try {
+    await test(spool, sink);
+  } finally {
+    await sink.close();
+    await spool.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
 function share(seq: number): MiningEvent {
   return event(seq, {
     user: "tb1qexampleaddress",
@@ -39,88 +86,85 @@ function postgresOptions(url: string): PostgresSinkOptions {
   return { url, batchMaxSize: 50, flushIntervalMs: 20 };
 }
 
-Deno.test("the PostgreSQL sink on its own thread writes every event once, in order", async () => {
+Deno.test("the PostgreSQL sink on its own thread writes every spooled event once, in order", async () => {
   const db = await startPostgres();
   await loadSchema(db);
   const sql = postgres(db.url, { max: 1, onnotice: () => {} });
   const fatal: string[] = [];
-  const sink = startThreadedSink({
-    name: "postgres",
-    worker: POSTGRES_WORKER,
-    options: postgresOptions(db.url),
-    onFatal: (message) => fatal.push(message),
-  });
   try {
-    const nested = { deep: { list: [1, 2.5, "ü\u{1F600}", null, true] }, "__proto__": "kept" };
-    const events = [
-      ...Array.from({ length: 120 }, (_, i) => share(i + 1)),
-      event(121, JSON.parse(JSON.stringify(nested)), "game_custom_event"),
-    ];
-    for (let i = 0; i < events.length; i += 7) sink.push(events.slice(i, i + 7));
-    assert.ok(sink.stats().pending > 0, "events on their way to the thread count as pending");
+    await withSinkThread(
+      { sinkOptions: postgresOptions(db.url), fatal: (message) => fatal.push(message) },
+      async (spool, sink) => {
+        const nested = { deep: { list: [1, 2.5, "ü\u{1F600}", null, true] }, "__proto__": "kept" };
+        const events = [
+          ...Array.from({ length: 120 }, (_, i) => share(i + 1)),
+          event(121, JSON.parse(JSON.stringify(nested)), "game_custom_event"),
+        ];
+        spoolEvents(spool, events);
+        await sink.drain(spool.head);
 
-    await sink.flush();
-
-    const stats = sink.stats();
-    assert.deepEqual(
-      { written: stats.written, pending: stats.pending, dropped: stats.dropped, up: stats.up },
-      { written: 121, pending: 0, dropped: 0, up: true },
+        const stats = sink.stats();
+        assert.deepEqual(
+          {
+            written: stats.written,
+            pending: stats.pending,
+            dropped: stats.dropped,
+            up: stats.up,
+            position: stats.position,
+          },
+          { written: 121, pending: 0, dropped: 0, up: true, position: 121 },
+        );
+        assert.equal(spool.signals.acked(0), 121, "acknowledged through shared memory");
+        assert.ok(stats.writeLatency.count >= 1 && stats.writeLatency.sum > 0);
+        const rows = await sql`SELECT seq, event_id, payload FROM mining_events ORDER BY seq`;
+        assert.deepEqual(rows.map((row) => Number(row.seq)), events.map((e) => e.seq));
+        assert.deepEqual(rows.map((row) => row.event_id), events.map((e) => e.id));
+        assert.deepEqual(rows.at(-1)!.payload, nested);
+        const [shares] = await sql`
+          SELECT count(*)::int AS n, count(*) FILTER (WHERE NOT is_valid)::int AS rejected,
+            count(DISTINCT worker_name)::int AS workers
+          FROM shares`;
+        assert.deepEqual(shares, { n: 120, rejected: 24, workers: 3 });
+      },
     );
-    assert.ok(stats.writeLatency.count >= 1 && stats.writeLatency.sum > 0);
-    const rows = await sql`SELECT seq, event_id, payload FROM mining_events ORDER BY seq`;
-    assert.deepEqual(rows.map((row) => Number(row.seq)), events.map((e) => e.seq));
-    assert.deepEqual(rows.map((row) => row.event_id), events.map((e) => e.id));
-    assert.deepEqual(rows.at(-1)!.payload, nested);
-    const [shares] = await sql`
-      SELECT count(*)::int AS n, count(*) FILTER (WHERE NOT is_valid)::int AS rejected,
-        count(DISTINCT worker_name)::int AS workers
-      FROM shares`;
-    assert.deepEqual(shares, { n: 120, rejected: 24, workers: 3 });
     assert.deepEqual(fatal, []);
   } finally {
-    await sink.close();
     await sql.end();
     await db.stop();
   }
-  await sink.flush(); // resolves at once once closed
 });
 
-Deno.test("a sink thread's flush gives up when its signal aborts, and close still ends it", async () => {
+Deno.test("a sink thread's drain gives up when its signal aborts, and close still ends it", async () => {
   const fatal: string[] = [];
-  const sink = startThreadedSink({
-    name: "postgres",
-    worker: POSTGRES_WORKER,
-    options: postgresOptions(`postgres://postgres@127.0.0.1:${freePort()}/none`),
-    onFatal: (message) => fatal.push(message),
-  });
-  try {
-    sink.push([share(1), share(2)]);
-    await sink.flush(AbortSignal.timeout(300));
+  await withSinkThread({
+    sinkOptions: postgresOptions(`postgres://postgres@127.0.0.1:${freePort()}/none`),
+    fatal: (message) => fatal.push(message),
+  }, async (spool, sink) => {
+    spoolEvents(spool, [share(1), share(2)]);
+    await sink.drain(spool.head, AbortSignal.timeout(300));
     await waitFor(() => !sink.stats().up, { what: "the sink to report its backend down" });
     const stats = sink.stats();
     assert.equal(stats.pending, 2);
     assert.equal(stats.written, 0);
+    assert.equal(stats.position, 0, "nothing acknowledged");
     assert.ok(stats.retried >= 1);
-  } finally {
-    await sink.close();
-  }
+  });
   assert.deepEqual(fatal, []);
 });
 
 Deno.test("a sink thread that fails is reported through onFatal and stops taking calls", async () => {
   let fatal: string | undefined;
-  const sink = startThreadedSink({
-    name: "broken",
+  await withSinkThread({
     worker: new URL("../support/failing_sink_worker.ts", import.meta.url),
-    options: {},
-    onFatal: (message) => fatal = message,
+    sinkOptions: {},
+    fatal: (message) => fatal = message,
+  }, async (spool, sink) => {
+    const message = await waitFor(() => fatal, { what: "onFatal" });
+    assert.match(message, /postgres sink thread failed: .*this sink cannot start/);
+    spoolEvents(spool, [share(1)]);
+    await sink.drain(spool.head); // resolves at once: the thread is gone
+    assert.equal(sink.stats().position, 0, "what the thread never took stays in the spool");
   });
-  const message = await waitFor(() => fatal, { what: "onFatal" });
-  assert.match(message, /broken sink thread failed: .*this sink cannot start/);
-  sink.push([share(1)]);
-  await sink.flush();
-  await sink.close();
-  assert.equal(sink.stats().pending, 1, "what the thread never took stays pending");
 });
 
 /** Nice value of one thread of this process, from `/proc/self/task/{tid}/stat`. */
@@ -164,17 +208,15 @@ Deno.test("a sink thread runs below the receive thread, however many collectors 
 
   const atBackground = () => threadNices().filter((nice) => nice === backgroundNice()).length;
   const before = atBackground();
-  const sink = startThreadedSink({
-    name: "postgres",
-    worker: POSTGRES_WORKER,
-    options: postgresOptions(`postgres://postgres@127.0.0.1:${freePort()}/none`),
-    onFatal: () => {},
-  });
-  try {
+  await withSinkThread({
+    sinkOptions: postgresOptions(`postgres://postgres@127.0.0.1:${freePort()}/none`),
+  }, async () => {
     await waitFor(() => atBackground() > before, {
       what: `a thread at nice ${backgroundNice()}, below the receive thread's`,
     });
-  } finally {
-    await sink.close();
-  }
+    const names = [...Deno.readDirSync("/proc/self/task")].map((task) =>
+      Deno.readTextFileSync(`/proc/self/task/${task.name}/comm`).trim()
+    );
+    assert.ok(names.includes("tbg-postgres"), `thread names: ${names.join(", ")}`);
+  });
 });

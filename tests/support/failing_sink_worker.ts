@@ -4,8 +4,8 @@
  *
  * @module
  */
-import { serveSink } from "../../src/sinks/threaded.ts";
+import { serveSinkThread } from "../../src/sinks/threaded.ts";
 
-serveSink(() => {
+serveSinkThread(() => {
   throw new Error("this sink cannot start");
 });

@@ -5,7 +5,7 @@
  */
 import type { MiningEvent } from "../../src/events.ts";
 import { Histogram } from "../../src/metrics.ts";
-import type { EventOutlet } from "../../src/delivery.ts";
+import type { EventOutlet } from "../../src/collector.ts";
 import type { Sink, SinkStats } from "../../src/sink.ts";
 
 /** Records every pushed event; `flush` and `close` do nothing. */

@@ -1,11 +1,10 @@
 import * as assert from "node:assert/strict";
-import { decodeDatagram } from "../src/datagram.ts";
-import { Delivery } from "../src/delivery.ts";
 import type { MiningEvent } from "../src/events.ts";
 import { Histogram } from "../src/metrics.ts";
 import type { Sink, SinkStats } from "../src/sink.ts";
+import { SinkFeed } from "../src/sink_feed.ts";
 import { Spool } from "../src/spool.ts";
-import { RecordingSink } from "./support/recording_sink.ts";
+import { SpoolReader } from "../src/spool_reader.ts";
 import { writable, type WritableSpool } from "./support/writable_spool.ts";
 import { waitFor } from "./support/wait.ts";
 
@@ -83,32 +82,22 @@ function datagram(seq: number): Uint8Array {
 }
 
 /**
- * Spools events `from`..`to` - 1 in frames of `batch` and hands them on as the centre would;
- * with `invalidEvery`, a datagram that is not JSON follows every so many.
+ * Spools events `from`..`to` - 1 in frames of `batch`, as the receive thread does; with
+ * `invalidEvery`, a datagram that is not JSON follows every so many.
  */
-function acceptRange(
-  delivery: Delivery,
+function spoolRange(
+  spool: WritableSpool,
   from: number,
   to: number,
   { batch = 50, invalidEvery = 0 } = {},
 ): void {
-  const spool = delivery.spool as WritableSpool;
   for (let start = from; start < to; start += batch) {
     const datagrams: Uint8Array[] = [];
     for (let seq = start; seq < Math.min(to, start + batch); seq++) {
       datagrams.push(datagram(seq));
       if (invalidEvery > 0 && seq % invalidEvery === 0) datagrams.push(encoder.encode("{oops"));
     }
-    const first = spool.append(datagrams);
-    const events: MiningEvent[] = [];
-    const indices: number[] = [];
-    datagrams.forEach((bytes, i) => {
-      const decoded = decodeDatagram(bytes, false);
-      if (!decoded.ok) return;
-      events.push(decoded.event);
-      indices.push(first + i);
-    });
-    delivery.accept({ first, count: datagrams.length, events, indices });
+    spool.append(datagrams);
   }
 }
 
@@ -116,7 +105,7 @@ const seqs = (events: readonly MiningEvent[]) => events.map((event) => event.seq
 const range = (from: number, to: number) => Array.from({ length: to - from }, (_, i) => from + i);
 
 async function withDir(run: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "tbg-delivery-" });
+  const dir = await Deno.makeTempDir({ prefix: "tbg-feed-" });
   try {
     await run(dir);
   } finally {
@@ -130,17 +119,35 @@ function openSpool(dir: string, readers: string[], maxBytes = 64 * 1024 * 1024):
   );
 }
 
-Deno.test("a sink that keeps up gets every event from memory and its position follows", async () => {
+/** A feed for `sink` from its saved position, as its thread would run it. */
+function feedOf(spool: Spool, sink: Sink, memoryLimit: number): SinkFeed {
+  return new SinkFeed({
+    sink,
+    reader: new SpoolReader(spool.dir, spool.position(sink.name), spool.signals),
+    signals: spool.signals,
+    readerIndex: spool.readerIndex(sink.name),
+    memoryLimit,
+  });
+}
+
+/** What the main thread does with the acknowledgements. */
+function takeAcks(spool: Spool, ...names: string[]): void {
+  for (const name of names) spool.confirm(name, spool.signals.acked(spool.readerIndex(name)));
+}
+
+Deno.test("a sink that keeps up gets every event in order and its position reaches the head", async () => {
   await withDir(async (dir) => {
     const spool = openSpool(dir, ["live"]);
     const sink = new GatedSink("live");
-    const delivery = new Delivery(spool, [sink], 1000);
-    acceptRange(delivery, 1, 2001);
-    await delivery.flush(AbortSignal.timeout(10_000));
+    const feed = feedOf(spool, sink, 1000);
+    spoolRange(spool, 1, 2001);
+    await feed.drain(spool.head, AbortSignal.timeout(10_000));
     assert.deepEqual(seqs(sink.delivered), range(1, 2001));
-    assert.equal(spool.position("live"), spool.head);
-    assert.equal(delivery.stats().sinks[0].behind, 0);
-    await delivery.close();
+    assert.equal(feed.stats().position, spool.head);
+    takeAcks(spool, "live");
+    assert.equal(spool.stats().behind.live, 0);
+    await feed.close();
+    await spool.close();
   });
 });
 
@@ -149,64 +156,71 @@ Deno.test("a sink whose backend is away holds at most the memory limit, then get
     const spool = openSpool(dir, ["away", "live"]);
     const away = new GatedSink("away", false);
     const live = new GatedSink("live");
-    const delivery = new Delivery(spool, [away, live], 200);
-    acceptRange(delivery, 1, 5001);
+    const feeds = [feedOf(spool, away, 200), feedOf(spool, live, 200)];
+    spoolRange(spool, 1, 5001);
     await waitFor(() => live.delivered.length === 5000, { what: "5000 events in the live sink" });
+    await waitFor(() => away.peakPending >= 100, { what: "the away sink to fill up" });
     assert.ok(away.peakPending <= 200, `held ${away.peakPending} in memory`);
-    const stats = delivery.stats().sinks;
-    assert.equal(stats[0].behind, 5000);
-    assert.equal(stats[0].replaying, true);
-    await waitFor(() => delivery.stats().sinks[1].behind === 0, { what: "live confirmed" });
+    assert.equal(feeds[0].stats().behind, true);
+    await feeds[1].drain(spool.head, AbortSignal.timeout(10_000));
+    takeAcks(spool, "away", "live");
+    assert.deepEqual([spool.stats().behind.away, spool.stats().behind.live], [5000, 0]);
 
     away.up = true;
-    await delivery.flush(AbortSignal.timeout(20_000));
+    await feeds[0].drain(spool.head, AbortSignal.timeout(20_000));
     assert.deepEqual(seqs(away.delivered), range(1, 5001), "all, in order, once");
     assert.ok(away.peakPending <= 200, `held ${away.peakPending} in memory`);
-    assert.equal(delivery.stats().sinks[0].replaying, false);
+    assert.equal(feeds[0].stats().behind, false);
+    takeAcks(spool, "away");
     assert.equal(spool.position("away"), spool.head);
-    await delivery.close();
+    await Promise.all(feeds.map((feed) => feed.close()));
+    await spool.close();
   });
 });
 
-Deno.test("invalid records in the spool are passed by every position, live and in replay, and never count as lost", async () => {
+Deno.test("invalid records in the spool are passed by every position and never count as lost", async () => {
   await withDir(async (dir) => {
     const spool = openSpool(dir, ["away", "live"]);
     const away = new GatedSink("away", false);
     const live = new GatedSink("live");
-    const delivery = new Delivery(spool, [away, live], 200);
-    acceptRange(delivery, 1, 3001, { invalidEvery: 7 });
-    await waitFor(() => live.delivered.length === 3000, { what: "3000 events in the live sink" });
-    await waitFor(() => spool.position("live") === spool.head, { what: "live past every record" });
+    const feeds = [feedOf(spool, away, 200), feedOf(spool, live, 200)];
+    spoolRange(spool, 1, 3001, { invalidEvery: 7 });
+    await feeds[1].drain(spool.head, AbortSignal.timeout(10_000));
+    assert.equal(live.delivered.length, 3000);
     away.up = true;
-    await delivery.flush(AbortSignal.timeout(20_000));
-    assert.deepEqual(seqs(away.delivered), range(1, 3001), "replayed: all valid ones, in order");
+    await feeds[0].drain(spool.head, AbortSignal.timeout(20_000));
+    assert.deepEqual(seqs(away.delivered), range(1, 3001), "all valid ones, in order");
     assert.equal(spool.head, 3000 + Math.floor(3000 / 7));
-    assert.equal(spool.position("away"), spool.head);
-    assert.deepEqual(delivery.stats().sinks.map((s) => s.lost), [0, 0]);
-    await delivery.close();
+    assert.deepEqual(feeds.map((feed) => feed.stats().position), [spool.head, spool.head]);
+    assert.deepEqual(feeds.map((feed) => feed.stats().lost), [0, 0]);
+    await Promise.all(feeds.map((feed) => feed.close()));
+    await spool.close();
   });
 });
 
 Deno.test("events a sink had not confirmed when the collector stopped are delivered after the next start", async () => {
   await withDir(async (dir) => {
-    const first = new Delivery(openSpool(dir, ["redis", "postgres"]), [
-      new GatedSink("redis"),
-      new GatedSink("postgres", false),
-    ], 100);
-    acceptRange(first, 1, 1001);
-    await first.flush(AbortSignal.timeout(200));
-    // The open sink confirms everything; on a busy machine that may take longer than the flush.
-    await waitFor(() => first.stats().sinks[0].behind === 0, { what: "redis to confirm all" });
-    assert.equal(first.stats().sinks[1].behind, 1000);
+    const first = openSpool(dir, ["redis", "postgres"]);
+    const redis = new GatedSink("redis");
+    const postgres = new GatedSink("postgres", false);
+    const feeds = [feedOf(first, redis, 100), feedOf(first, postgres, 100)];
+    spoolRange(first, 1, 1001);
+    await feeds[0].drain(first.head, AbortSignal.timeout(10_000));
+    await feeds[1].drain(first.head, AbortSignal.timeout(200));
+    await Promise.all(feeds.map((feed) => feed.close()));
+    takeAcks(first, "redis", "postgres");
+    assert.equal(first.stats().behind.postgres, 1000);
     await first.close();
 
-    const redis = new RecordingSink("redis");
-    const postgres = new RecordingSink("postgres");
-    const second = new Delivery(openSpool(dir, ["redis", "postgres"]), [redis, postgres], 100);
-    acceptRange(second, 1001, 1101);
-    await second.flush(AbortSignal.timeout(10_000));
-    assert.deepEqual(seqs(postgres.events), range(1, 1101), "the backlog first, then new events");
-    assert.deepEqual(seqs(redis.events), range(1001, 1101), "redis had confirmed the rest");
+    const second = openSpool(dir, ["redis", "postgres"]);
+    const redis2 = new GatedSink("redis");
+    const postgres2 = new GatedSink("postgres");
+    const again = [feedOf(second, redis2, 100), feedOf(second, postgres2, 100)];
+    spoolRange(second, 1001, 1101);
+    await Promise.all(again.map((feed) => feed.drain(second.head, AbortSignal.timeout(10_000))));
+    assert.deepEqual(seqs(postgres2.delivered), range(1, 1101), "the backlog first, then new");
+    assert.deepEqual(seqs(redis2.delivered), range(1001, 1101), "redis had confirmed the rest");
+    await Promise.all(again.map((feed) => feed.close()));
     await second.close();
   });
 });
@@ -216,23 +230,25 @@ Deno.test("a spool too small for an outage drops the oldest events of the absent
     const spool = openSpool(dir, ["away", "live"], 128 * 1024);
     const away = new GatedSink("away", false);
     const live = new GatedSink("live");
-    const delivery = new Delivery(spool, [away, live], 100);
+    const feeds = [feedOf(spool, away, 100), feedOf(spool, live, 100)];
     for (let from = 1; from < 3001; from += 50) {
-      acceptRange(delivery, from, from + 50);
+      spoolRange(spool, from, from + 50);
       // The live backend keeps up, as a healthy one does between two batches.
-      await waitFor(() => live.stats().pending === 0, { what: "the live sink to confirm" });
+      await feeds[1].drain(spool.head, AbortSignal.timeout(10_000));
+      takeAcks(spool, "away", "live");
       assert.ok(spool.stats().bytes <= 128 * 1024);
     }
 
     away.up = true;
-    await delivery.flush(AbortSignal.timeout(20_000));
+    await feeds[0].drain(spool.head, AbortSignal.timeout(20_000));
     const got = seqs(away.delivered);
-    const lost = delivery.stats().sinks[0].lost;
+    const lost = feeds[0].stats().lost;
     assert.ok(lost > 0, "some were evicted");
     assert.equal(got.length + lost, 3000, "every event delivered or counted as lost");
     assert.deepEqual(got.slice(100), range(3001 - got.length + 100, 3001), "the newest survive");
     assert.deepEqual(seqs(live.delivered), range(1, 3001));
-    assert.equal(delivery.stats().sinks[1].lost, 0);
-    await delivery.close();
+    assert.equal(feeds[1].stats().lost, 0);
+    await Promise.all(feeds.map((feed) => feed.close()));
+    await spool.close();
   });
 });

@@ -1,0 +1,177 @@
+/**
+ * Feeds one sink from the spool, on the sink's own thread: reads the records the receive
+ * thread wrote, decodes them, pushes the valid ones and acknowledges, through the spool's
+ * signals, the position its sink has confirmed. Nothing of it runs on the main thread.
+ *
+ * - The sink holds at most `memoryLimit` events; the feed reads on when it has room for half
+ *   of that again, so a sink whose backend is away costs memory only up to the limit, and
+ *   catches up from the files, in order, when it is back.
+ * - The position moves with what the sink reports as settled (`written` + `dropped`, counted
+ *   in push order), past every record that is not an event (invalid datagrams, or records a
+ *   full spool deleted before this sink got them, which count as lost).
+ * - A record `decode` refuses was counted when it was received; here it is only passed.
+ *
+ * @module
+ */
+import { decodeDatagram } from "./datagram.ts";
+import type { MiningEvent } from "./events.ts";
+import type { Sink } from "./sink.ts";
+import type { SpoolReader } from "./spool_reader.ts";
+import type { SpoolSignals } from "./spool_signals.ts";
+
+/** How often the feed looks at its sink's progress when no record arrives. */
+const IDLE_MS = 20;
+/** How often a drain looks again while the feed has not read as far as it waits for. */
+const DRAIN_POLL_MS = 5;
+
+/** Options for {@link SinkFeed}. */
+export interface SinkFeedOptions {
+  readonly sink: Sink;
+  /** Positioned at the sink's saved position. */
+  readonly reader: SpoolReader;
+  readonly signals: SpoolSignals;
+  /** This sink's slot in the signals. */
+  readonly readerIndex: number;
+  /** Events the sink may hold before the feed stops reading. */
+  readonly memoryLimit: number;
+}
+
+/** What a feed reports besides its sink's stats. */
+export interface FeedStats {
+  /** Records before this are confirmed (or passed). */
+  readonly position: number;
+  /** Records this sink never got: deleted from a full spool, or damaged in it. */
+  readonly lost: number;
+  /** Whether written records wait that the feed has not read. */
+  readonly behind: boolean;
+}
+
+/** Reads the spool into one sink until closed. */
+export class SinkFeed {
+  readonly #sink: Sink;
+  readonly #reader: SpoolReader;
+  readonly #signals: SpoolSignals;
+  readonly #readerIndex: number;
+  readonly #memoryLimit: number;
+  /** Position when the feed started; the sink had settled nothing then. */
+  readonly #start: number;
+  /** Events pushed so far. */
+  #handed = 0;
+  /** Records passed, each after so many events had been pushed. */
+  readonly #gaps: { after: number; size: number }[] = [];
+  #passedSettled = 0;
+  #position: number;
+  #lost = 0;
+  #running = true;
+  readonly #loop: Promise<void>;
+  readonly #timer: ReturnType<typeof setInterval>;
+  readonly #channel = new MessageChannel();
+
+  constructor(options: SinkFeedOptions) {
+    this.#sink = options.sink;
+    this.#reader = options.reader;
+    this.#signals = options.signals;
+    this.#readerIndex = options.readerIndex;
+    this.#memoryLimit = options.memoryLimit;
+    this.#start = this.#reader.next;
+    this.#position = this.#start;
+    this.#signals.ack(this.#readerIndex, this.#position);
+    // Also what keeps this thread's event loop alive while it waits on the signals.
+    this.#timer = setInterval(() => this.#settle(), IDLE_MS);
+    this.#loop = this.#run();
+  }
+
+  stats(): FeedStats {
+    return { position: this.#position, lost: this.#lost, behind: this.#reader.behind };
+  }
+
+  /**
+   * Resolves once every record before `until` is confirmed, or when `signal` aborts (then
+   * the rest stays in the spool). The sink is asked to write what it holds at once.
+   */
+  async drain(until: number, signal?: AbortSignal): Promise<void> {
+    while (this.#running && !signal?.aborted) {
+      this.#settle();
+      if (this.#position >= until) return;
+      await this.#sink.flush(signal);
+      this.#settle();
+      if (this.#position >= until || signal?.aborted) return;
+      // The feed has not read that far yet: it reads as soon as the sink has room.
+      await new Promise((resolve) => setTimeout(resolve, DRAIN_POLL_MS));
+    }
+  }
+
+  /** Stops reading and closes the sink and the reader; the position is acknowledged last. */
+  async close(): Promise<void> {
+    this.#running = false;
+    clearInterval(this.#timer);
+    await this.#loop;
+    this.#settle();
+    await this.#sink.close();
+    this.#reader.close();
+  }
+
+  async #run(): Promise<void> {
+    while (this.#running) {
+      this.#settle();
+      const room = this.#memoryLimit - this.#sink.stats().pending;
+      const head = this.#signals.head();
+      if (this.#reader.next >= head || room < this.#memoryLimit / 2) {
+        await this.#signals.waitForHead(head, IDLE_MS);
+        continue;
+      }
+      this.#feed(room);
+      // The sink's own I/O runs between two reads, however fast records come.
+      await this.#yield();
+    }
+    this.#channel.port1.close();
+  }
+
+  /** A task boundary without a timer's clamping: one message to itself. */
+  #yield(): Promise<void> {
+    return new Promise((resolve) => {
+      this.#channel.port1.onmessage = () => resolve();
+      this.#channel.port2.postMessage(0);
+    });
+  }
+
+  /** Reads up to `room` records and pushes the events among them. */
+  #feed(room: number): void {
+    const from = this.#reader.next;
+    const records = this.#reader.read(room);
+    const events: MiningEvent[] = [];
+    let expected = from;
+    for (const record of records) {
+      if (record.index > expected) this.#pass(events.length, record.index - expected, true);
+      expected = record.index + 1;
+      const decoded = decodeDatagram(record.bytes, record.truncated);
+      if (decoded.ok) events.push(decoded.event);
+      else this.#pass(events.length, 1, false);
+    }
+    if (this.#reader.next > expected) {
+      this.#pass(events.length, this.#reader.next - expected, true);
+    }
+    if (events.length > 0) this.#sink.push(events);
+    this.#handed += events.length;
+  }
+
+  /** Records a run of `size` records that are not events, after `pushed` of this read's. */
+  #pass(pushed: number, size: number, lost: boolean): void {
+    this.#gaps.push({ after: this.#handed + pushed, size });
+    if (lost) this.#lost += size;
+  }
+
+  /** Moves the position to what the sink has settled, past the records passed before it. */
+  #settle(): void {
+    const stats = this.#sink.stats();
+    const settled = stats.written + stats.dropped;
+    while (this.#gaps.length > 0 && this.#gaps[0].after <= settled) {
+      this.#passedSettled += this.#gaps.shift()!.size;
+    }
+    const position = this.#start + settled + this.#passedSettled;
+    if (position !== this.#position) {
+      this.#position = position;
+      this.#signals.ack(this.#readerIndex, position);
+    }
+  }
+}

@@ -1,0 +1,70 @@
+/**
+ * What the threads around the spool tell each other through shared memory, without a
+ * message per frame: the writer publishes how far the files go, the main thread where the
+ * oldest kept record is, and each reader (a sink's thread) how far its sink has confirmed.
+ *
+ * Every slot is a 64-bit record index with one writer. A reader that has read everything
+ * waits on {@link SpoolSignals.waitForHead}, which the writer's {@link SpoolSignals.publishHead}
+ * wakes.
+ *
+ * @module
+ */
+
+const HEAD = 0;
+const TAIL = 1;
+const ACKS = 2;
+
+/** Shared indices of one spool. */
+export class SpoolSignals {
+  /** Pass this to another thread and wrap it there again. */
+  readonly buffer: SharedArrayBuffer;
+  readonly #slots: BigInt64Array;
+
+  /** A new set for `readers` readers, or the one behind `buffer` made on another thread. */
+  constructor(readers: number | SharedArrayBuffer) {
+    this.buffer = typeof readers === "number"
+      ? new SharedArrayBuffer(8 * (ACKS + readers))
+      : readers;
+    this.#slots = new BigInt64Array(this.buffer);
+  }
+
+  /** Index after the last record written to the files. */
+  head(): number {
+    return Number(Atomics.load(this.#slots, HEAD));
+  }
+
+  /** Writer: records up to `head` are in the files; wakes every waiting reader. */
+  publishHead(head: number): void {
+    Atomics.store(this.#slots, HEAD, BigInt(head));
+    Atomics.notify(this.#slots, HEAD);
+  }
+
+  /** Index of the oldest record the files still hold. */
+  tail(): number {
+    return Number(Atomics.load(this.#slots, TAIL));
+  }
+
+  /** Main thread: records before `tail` were deleted. */
+  publishTail(tail: number): void {
+    Atomics.store(this.#slots, TAIL, BigInt(tail));
+  }
+
+  /** Reader `reader`: every record before `position` is confirmed (or passed). */
+  ack(reader: number, position: number): void {
+    Atomics.store(this.#slots, ACKS + reader, BigInt(position));
+  }
+
+  /** The last position reader `reader` acknowledged. */
+  acked(reader: number): number {
+    return Number(Atomics.load(this.#slots, ACKS + reader));
+  }
+
+  /**
+   * Resolves once the head has moved past `seen`, or after `timeoutMs`. It does not keep the
+   * event loop alive by itself: the caller's thread must have something else that does.
+   */
+  async waitForHead(seen: number, timeoutMs: number): Promise<void> {
+    const wait = Atomics.waitAsync(this.#slots, HEAD, BigInt(seen), timeoutMs);
+    if (wait.async) await wait.value;
+  }
+}
