@@ -11,9 +11,9 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import { ConfigError, loadConfig } from "./src/config.ts";
-import { healthUrl, probeHealth } from "./src/healthcheck.ts";
-import { configureLogging } from "./src/log.ts";
+import { ConfigError, loadConfig } from "./src/ops/config.ts";
+import { healthUrl, probeHealth } from "./src/ops/healthcheck.ts";
+import { configureLogging } from "./src/ops/log.ts";
 import { startService } from "./src/service.ts";
 
 async function main(): Promise<number> {

@@ -109,6 +109,8 @@ const symbols = {
   gettid: { parameters: [], result: "i32" },
   getpriority: { parameters: ["i32", "u32"], result: "i32" },
   setpriority: { parameters: ["i32", "u32", "i32"], result: "i32" },
+  pthread_self: { parameters: [], result: "usize" },
+  pthread_setname_np: { parameters: ["usize", "buffer"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
   strerror: { parameters: ["i32"], result: "pointer" },
 } as const satisfies Deno.ForeignLibraryInterface;
@@ -229,16 +231,15 @@ export function setThreadNice(nice: number): boolean {
 }
 
 /**
- * Names the calling thread (at most 15 bytes; `top -H`, `ps -L` and each thread's `comm` in `/proc`
- * show it). Best effort: returns whether it took.
+ * Names the calling thread (at most 15 bytes), as `top -H` and `ps -L` show it. Best effort:
+ * returns whether it took.
  */
 export function setThreadName(name: string): boolean {
-  try {
-    Deno.writeTextFileSync(`/proc/self/task/${loadLibc().gettid()}/comm`, name.slice(0, 15));
-    return true;
-  } catch {
-    return false;
-  }
+  const c = loadLibc();
+  const bytes = new TextEncoder().encode(name).subarray(0, 15);
+  const cName = new Uint8Array(bytes.length + 1);
+  cName.set(bytes);
+  return c.pthread_setname_np(c.pthread_self(), cName) === 0;
 }
 
 const O_RDWR = 0o2;

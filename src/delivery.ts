@@ -1,6 +1,6 @@
 /**
  * Delivery from the spool to the sinks, as the main thread sees it: every sink runs on a
- * thread of its own and reads the spool there (`sinks/threaded.ts`, `sink_feed.ts`); this
+ * thread of its own and reads the spool there (`sinks/thread.ts`, `sinks/feed.ts`); this
  * moves each sink's saved position to what it acknowledged, drains the sinks at a stop, and
  * reports. After a restart every sink starts at its saved position, so whatever was received
  * and not yet confirmed is delivered again (at least once; PostgreSQL drops repeats by event
@@ -8,8 +8,8 @@
  *
  * @module
  */
-import type { SinkThread } from "./sinks/threaded.ts";
-import type { Spool, SpoolStats } from "./spool.ts";
+import type { SinkThread } from "./sinks/thread.ts";
+import type { Spool, SpoolStats } from "./buffer/spool.ts";
 
 /** How often acknowledged positions are taken into the spool. */
 const TICK_MS = 50;

@@ -5,23 +5,26 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import { Collector } from "./collector.ts";
-import { type Config, redactUrl } from "./config.ts";
+import type { CollectorCounters } from "./collector.ts";
+import { startCollectorThread } from "./collector_thread.ts";
+import type { ReceiveCounts } from "./source/counters.ts";
+import { type Config, redactUrl } from "./ops/config.ts";
 import { Delivery } from "./delivery.ts";
-import type { MetricsServer } from "./metrics_server.ts";
-import { startCollectorMetrics } from "./service_metrics.ts";
-import { qlenWarning, readMaxDgramQlen } from "./kernel_limits.ts";
-import { type Receiver, startReceiver } from "./receiver.ts";
-import type { PostgresSinkOptions } from "./sinks/postgres.ts";
-import type { RedisSinkOptions } from "./sinks/redis.ts";
-import { type SinkThread, startSinkThread } from "./sinks/threaded.ts";
-import { Spool } from "./spool.ts";
+import type { MetricsServer } from "./ops/metrics_server.ts";
+import { startCollectorMetrics } from "./ops/service_metrics.ts";
+import { qlenWarning, readMaxDgramQlen } from "./source/kernel_limits.ts";
+import { type Receiver, startReceiver } from "./source/receiver.ts";
+import type { PostgresSinkOptions } from "./sinks/postgres/sink.ts";
+import type { RedisSinkOptions } from "./sinks/redis/sink.ts";
+import { type SinkThread, startSinkThread } from "./sinks/thread.ts";
+import { Spool } from "./buffer/spool.ts";
 
 const log = getLogger(["tbg", "collector"]);
 
 /** A running collector. */
 export interface Service {
-  readonly collector: Collector;
+  /** Everything counted so far (what the centre's thread last reported). */
+  counters(): CollectorCounters;
   readonly delivery: Delivery;
   readonly receiver: Receiver;
   /**
@@ -34,6 +37,13 @@ export interface Service {
 
 /** The sinks, by the name their spool position goes by, and their worker modules. */
 const SINKS = ["redis", "postgres"] as const;
+
+/**
+ * How long each sink's feed gathers records that come one by one (see `sinks/feed.ts`):
+ * Redis is read for the game's live view, so it waits least; PostgreSQL writes in batches
+ * (`BATCH_FLUSH_INTERVAL`) and loses nothing by waiting a little.
+ */
+const LINGER_MS: Record<(typeof SINKS)[number], number> = { redis: 1, postgres: 20 };
 
 /**
  * Starts one thread per sink, each reading the spool from its saved position.
@@ -61,7 +71,7 @@ export function startSinkThreads(
   return SINKS.map((name) =>
     startSinkThread({
       name,
-      worker: new URL(`./sinks/${name}_worker.ts`, import.meta.url),
+      worker: new URL(`./sinks/${name}/worker.ts`, import.meta.url),
       options: options[name],
       spool: {
         dir: spool.dir,
@@ -70,15 +80,32 @@ export function startSinkThreads(
         position: spool.position(name),
       },
       memoryLimit: config.maxPendingEvents,
+      lingerMs: LINGER_MS[name],
       logLevel: config.logLevel,
       onFatal,
     })
   );
 }
 
+/**
+ * The centre's counters with the receive thread's: every datagram taken off the socket is
+ * received, and those refused for their sender (never spooled, so never seen by the centre)
+ * are rejected as `unauthorized_sender`.
+ */
+function withReceiveCounts(
+  counters: CollectorCounters,
+  counts: ReceiveCounts | undefined,
+): CollectorCounters {
+  if (!counts) return counters;
+  return {
+    ...counters,
+    received: counts.received,
+    invalid: { ...counters.invalid, unauthorized_sender: counts.refused },
+  };
+}
+
 /** One line with every counter, for the periodic log. */
-export function statsLine(collector: Collector, delivery: Delivery): string {
-  const counters = collector.counters();
+export function statsLine(counters: CollectorCounters, delivery: Delivery): string {
   const invalid = Object.values(counters.invalid).reduce((sum, n) => sum + n, 0);
   const { spool, sinks } = delivery.stats();
   const parts = delivery.sinks.map((sink, i) => {
@@ -121,14 +148,23 @@ export function startService(config: Config, onFatal: (message: string) => void)
     onFatal(message);
   });
   const delivery = new Delivery(spool, sinks);
-  // The sinks read the spool themselves: the centre here validates to count, and hands on
-  // nothing.
-  const collector = new Collector({ accept() {} });
+  const centre = startCollectorThread({
+    dir: spool.dir,
+    signals: spool.signals.buffer,
+    from: spool.signals.head(),
+    logLevel: config.logLevel,
+    onFatal: (message) => {
+      log.fatal("{message}", { message });
+      onFatal(message);
+    },
+  });
+  let receiver: Receiver | undefined;
+  const counters = () => withReceiveCounts(centre.counters(), receiver?.counts());
   let receiving = false;
   let metrics: MetricsServer | undefined;
   try {
     metrics = startCollectorMetrics(config, {
-      counters: () => collector.counters(),
+      counters,
       sinks,
       receiving: () => receiving,
       spool: () => {
@@ -137,10 +173,10 @@ export function startService(config: Config, onFatal: (message: string) => void)
       },
     });
   } catch (error) {
+    void centre.close();
     void delivery.close();
     throw error;
   }
-  let receiver: Receiver;
   try {
     receiver = startReceiver({
       path: config.socketPath,
@@ -149,7 +185,6 @@ export function startService(config: Config, onFatal: (message: string) => void)
       group: config.socketGroup,
       allowedSenderUids: config.allowedSenderUids,
       spool,
-      onBatch: (batch) => collector.enqueue(batch),
       onError: (message) => {
         receiving = false;
         log.fatal("receive thread failed: {message}", { message });
@@ -158,6 +193,7 @@ export function startService(config: Config, onFatal: (message: string) => void)
     });
   } catch (error) {
     void metrics?.shutdown();
+    void centre.close();
     void delivery.close();
     throw error;
   }
@@ -171,7 +207,7 @@ export function startService(config: Config, onFatal: (message: string) => void)
 
   const statsTimer = config.statsIntervalMs > 0
     ? setInterval(
-      () => log.info("stats {line}", { line: statsLine(collector, delivery) }),
+      () => log.info("stats {line}", { line: statsLine(counters(), delivery) }),
       config.statsIntervalMs,
     )
     : undefined;
@@ -180,10 +216,11 @@ export function startService(config: Config, onFatal: (message: string) => void)
   const stop = async () => {
     clearInterval(statsTimer);
     receiving = false;
-    await receiver.stop();
-    collector.drain();
-    await delivery.flush(AbortSignal.timeout(config.shutdownTimeoutMs));
-    log.info("stopped: {line}", { line: statsLine(collector, delivery) });
+    await receiver!.stop();
+    const deadline = AbortSignal.timeout(config.shutdownTimeoutMs);
+    const until = spool.signals.head();
+    await Promise.all([centre.drain(until, deadline), delivery.flush(deadline)]);
+    log.info("stopped: {line}", { line: statsLine(counters(), delivery) });
     for (const { name, behind } of delivery.stats().sinks) {
       if (behind === 0) continue;
       log.warn(
@@ -192,9 +229,10 @@ export function startService(config: Config, onFatal: (message: string) => void)
         { behind, sink: name, dir: config.spoolDir },
       );
     }
+    const undelivered = spool.signals.unwritten();
+    await centre.close();
     await delivery.close();
     await metrics?.shutdown();
-    const undelivered = delivery.stats().spool.unwritten;
     if (undelivered > 0) {
       log.error("{count} accepted events could not be written to the spool and are lost", {
         count: undelivered,
@@ -203,7 +241,7 @@ export function startService(config: Config, onFatal: (message: string) => void)
     return { undelivered };
   };
   return {
-    collector,
+    counters,
     delivery,
     receiver,
     stop: () => stopping ??= stop(),

@@ -8,7 +8,7 @@
  * @module
  */
 import type { MiningEvent } from "./events.ts";
-import type { Histogram, HistogramSnapshot } from "./metrics.ts";
+import type { Histogram, HistogramSnapshot } from "./ops/metrics.ts";
 
 /**
  * Counters a sink reports for the stats line. `written + dropped` also tells the delivery

@@ -57,10 +57,17 @@ Deno.test("a running collector serves its counters and health, and the port it h
     const scrape = async () => parsePrometheusText(await (await fetch(`${base}/metrics`)).text());
     const written = (m: Awaited<ReturnType<typeof scrape>>, sink: string) =>
       sampleValue(m, "tbg_collector_sink_events_total", { sink, outcome: "written" });
+    const accepted = (m: Awaited<ReturnType<typeof scrape>>) =>
+      sampleValue(m, "tbg_collector_events_total", {
+        type: "share_submitted",
+        outcome: "accepted",
+      });
     let m = await scrape();
-    await waitFor(async () => written(m = await scrape(), "postgres") === 21, {
-      what: "postgres to confirm every event",
-    });
+    // The centre's thread reports its counts every 100 ms; the sinks count on their own.
+    await waitFor(async () => {
+      m = await scrape();
+      return written(m, "postgres") === 21 && accepted(m) === 21;
+    }, { what: "postgres to confirm, and the centre to count, every event" });
     assert.equal(sampleValue(m, "tbg_collector_datagrams_received_total"), 22);
     assert.equal(
       sampleValue(m, "tbg_collector_events_total", {

@@ -1,9 +1,8 @@
 import assert from "node:assert/strict";
 import { Collector } from "../src/collector.ts";
-import { qlenWarning, readMaxDgramQlen } from "../src/kernel_limits.ts";
-import { renderLogValue } from "../src/log.ts";
-import { batchOf } from "./support/datagram_batch.ts";
-import { pushTo, RecordingSink } from "./support/recording_sink.ts";
+import { qlenWarning, readMaxDgramQlen } from "../src/source/kernel_limits.ts";
+import { renderLogValue } from "../src/ops/log.ts";
+import { recordsOf } from "./support/spool_records.ts";
 
 /** A datagram that arrived whole. */
 const whole = (bytes: Uint8Array) => ({ bytes, truncated: false });
@@ -20,12 +19,10 @@ const share = (seq: number) => ({
   data: { user: "tb1q", worker: "w", sdiff: seq, accepted: true },
 });
 
-Deno.test("bad datagrams are counted by reason and the good ones around them reach every sink in order", () => {
-  const redis = new RecordingSink("a");
-  const postgres = new RecordingSink("b");
-  const collector = new Collector(pushTo([redis, postgres]));
+Deno.test("bad datagrams are counted by reason and the good ones around them come out in order", () => {
+  const collector = new Collector();
   const garbage = crypto.getRandomValues(new Uint8Array(64 * 1024));
-  const batch = batchOf([
+  const events = collector.ingest(recordsOf([
     { bytes: encode(share(1)), truncated: false },
     { bytes: new Uint8Array([0xc3, 0x28]), truncated: false },
     { bytes: encode(share(2)), truncated: false },
@@ -38,13 +35,9 @@ Deno.test("bad datagrams are counted by reason and the good ones around them rea
       bytes: encode({ event: "brand_new", ts: 2, source: "proxy", data: { k: 1 } }),
       truncated: false,
     },
-  ]);
-  collector.ingestBatch(batch);
+  ]));
 
-  for (const sink of [redis, postgres]) {
-    assert.deepEqual(sink.events.map((e) => e.seq ?? e.event), [1, 2, 5, "brand_new"]);
-    assert.equal(sink.pushes, 1, "one push per batch");
-  }
+  assert.deepEqual(events.map((e) => e.seq ?? e.event), [1, 2, 5, "brand_new"]);
   const counters = collector.counters();
   assert.equal(counters.received, 9);
   assert.equal(counters.accepted, 4);
@@ -61,19 +54,20 @@ Deno.test("bad datagrams are counted by reason and the good ones around them rea
   assert.equal(counters.lost, 2);
 });
 
-Deno.test("a batch of only bad datagrams pushes nothing", () => {
-  const sink = new RecordingSink();
-  const collector = new Collector(pushTo([sink]));
-  collector.ingestBatch(batchOf([encode("null"), encode("[]"), encode("")].map(whole)));
-  assert.equal(sink.pushes, 0);
+Deno.test("records of only bad datagrams give no event", () => {
+  const collector = new Collector();
+  const events = collector.ingest(
+    recordsOf([encode("null"), encode("[]"), encode("")].map(whole)),
+  );
+  assert.deepEqual(events, []);
   assert.equal(collector.counters().received, 3);
 });
 
 Deno.test("seq gaps per emitter show up as lost", () => {
-  const collector = new Collector(pushTo([new RecordingSink()]));
-  collector.ingestBatch(batchOf([1, 2, 3, 7, 8].map((seq) => whole(encode(share(seq))))));
-  collector.ingestBatch(
-    batchOf([1, 2].map((seq) => whole(encode({ ...share(seq), emitter: "00bb" })))),
+  const collector = new Collector();
+  collector.ingest(recordsOf([1, 2, 3, 7, 8].map((seq) => whole(encode(share(seq))))));
+  collector.ingest(
+    recordsOf([1, 2].map((seq) => whole(encode({ ...share(seq), emitter: "00bb" }))), 5),
   );
   assert.equal(collector.counters().lost, 3);
 });

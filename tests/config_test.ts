@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { ConfigError, loadConfig, redactUrl, VARIABLES } from "../src/config.ts";
+import { ConfigError, loadConfig, redactUrl, VARIABLES } from "../src/ops/config.ts";
 
 function problemsOf(env: Record<string, string>): readonly string[] {
   try {

@@ -30,10 +30,10 @@ import {
   parseEvent,
   parseEventWithSchemas,
 } from "../src/events.ts";
-import { createPostgresSink } from "../src/sinks/postgres.ts";
-import { createRedisSink, streamKey } from "../src/sinks/redis.ts";
-import { RespConnection } from "../src/sinks/resp.ts";
-import { batchOf } from "./support/datagram_batch.ts";
+import { createPostgresSink } from "../src/sinks/postgres/sink.ts";
+import { createRedisSink, streamKey } from "../src/sinks/redis/sink.ts";
+import { RespConnection } from "../src/sinks/redis/resp.ts";
+import { recordsOf } from "./support/spool_records.ts";
 import { loadSchema, startPostgres, startRedis } from "./support/services.ts";
 
 const SEED = Number(Deno.env.get("FUZZ_SEED") ?? 20260222);
@@ -589,11 +589,7 @@ Deno.test("fuzz: the centre counts every datagram once, as accepted or under one
   check(
     fc.property(fc.array(datagram, { maxLength: 40 }), fc.nat(), (datagrams, split) => {
       const handed: MiningEvent[] = [];
-      const collector = new Collector({
-        accept({ events }) {
-          handed.push(...events);
-        },
-      });
+      const collector = new Collector();
       const expected = Object.fromEntries(REJECT_REASONS.map((r) => [r, 0])) as Record<
         RejectReason,
         number
@@ -611,9 +607,8 @@ Deno.test("fuzz: the centre counts every datagram once, as accepted or under one
         else expected[result.reason]++;
       }
       const cut = split % (slots.length + 1);
-      collector.enqueue(batchOf(slots.slice(0, cut)));
-      collector.enqueue(batchOf(slots.slice(cut), cut));
-      collector.drain();
+      handed.push(...collector.ingest(recordsOf(slots.slice(0, cut))));
+      handed.push(...collector.ingest(recordsOf(slots.slice(cut), cut)));
       const counters = collector.counters();
       const invalid = Object.values(counters.invalid).reduce((sum, n) => sum + n, 0);
       assert.equal(counters.received, datagrams.length);

@@ -5,15 +5,15 @@
 import assert from "node:assert/strict";
 import type { CollectorCounters } from "../src/collector.ts";
 import { REJECT_REASONS, type RejectReason } from "../src/datagram.ts";
-import { healthUrl, probeHealth } from "../src/healthcheck.ts";
-import { Histogram } from "../src/metrics.ts";
+import { healthUrl, probeHealth } from "../src/ops/healthcheck.ts";
+import { Histogram } from "../src/ops/metrics.ts";
 import {
   handleMetricsRequest,
   METRICS_CONTENT_TYPE,
   type MetricsServer,
   MetricsServerError,
   startMetricsServer,
-} from "../src/metrics_server.ts";
+} from "../src/ops/metrics_server.ts";
 import {
   type CollectorHealth,
   collectorHealth,
@@ -21,7 +21,7 @@ import {
   type CollectorMetricsSource,
   type SpoolGauges,
   startCollectorMetrics,
-} from "../src/service_metrics.ts";
+} from "../src/ops/service_metrics.ts";
 import type { Sink, SinkStats } from "../src/sink.ts";
 import { parsePrometheusText, sampleValue } from "./support/prometheus_text.ts";
 

@@ -6,7 +6,7 @@ import {
   Histogram,
   LATENCY_BUCKETS,
   MetricsText,
-} from "../src/metrics.ts";
+} from "../src/ops/metrics.ts";
 import { parsePrometheusText, sampleValue } from "./support/prometheus_text.ts";
 
 Deno.test("counters and gauges come back from the text with HELP, TYPE, labels and values", () => {

@@ -137,7 +137,7 @@ Deno.test({
       assert.match(tests, new RegExp(`alertname: ${alert}\\n`), `${alert} has no unit test`);
     }
     const exported = Deno.readTextFileSync(
-      new URL("../src/service_metrics.ts", import.meta.url),
+      new URL("../src/ops/service_metrics.ts", import.meta.url),
     );
     for (const [, name] of rules.matchAll(/tbg_collector_(\w+)/g)) {
       assert.ok(exported.includes(`\${PREFIX}${name}\``), `the collector exports no ${name}`);

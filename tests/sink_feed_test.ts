@@ -1,10 +1,10 @@
 import * as assert from "node:assert/strict";
 import type { MiningEvent } from "../src/events.ts";
-import { Histogram } from "../src/metrics.ts";
+import { Histogram } from "../src/ops/metrics.ts";
 import type { Sink, SinkStats } from "../src/sink.ts";
-import { SinkFeed } from "../src/sink_feed.ts";
-import { Spool } from "../src/spool.ts";
-import { SpoolReader } from "../src/spool_reader.ts";
+import { SinkFeed } from "../src/sinks/feed.ts";
+import { Spool } from "../src/buffer/spool.ts";
+import { SpoolReader } from "../src/buffer/reader.ts";
 import { writable, type WritableSpool } from "./support/writable_spool.ts";
 import { waitFor } from "./support/wait.ts";
 
@@ -127,6 +127,7 @@ function feedOf(spool: Spool, sink: Sink, memoryLimit: number): SinkFeed {
     signals: spool.signals,
     readerIndex: spool.readerIndex(sink.name),
     memoryLimit,
+    lingerMs: 0,
   });
 }
 

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import postgres from "postgres";
 import { TIMESCALEDB_HOWTO } from "../scripts/timescaledb.ts";
 import { type MiningEvent, parseEvent } from "../src/events.ts";
-import { createPostgresSink } from "../src/sinks/postgres.ts";
+import { createPostgresSink } from "../src/sinks/postgres/sink.ts";
 import { hasTimescaledb, psqlPath, type Service, startPostgres } from "./support/services.ts";
 
 const INIT_SQL = new URL("../sql/init.sql", import.meta.url).pathname;

@@ -16,8 +16,7 @@ import {
   sockaddrUn,
   SocketError,
 } from "../../ffi/libc.ts";
-import type { DatagramBatch } from "../../src/datagram_batch.ts";
-import { startSpooledReceiver } from "../support/receiver.ts";
+import { type SpooledReceiver, startSpooledReceiver } from "../support/receiver.ts";
 import { foreignSenderUnavailable, sendAs } from "../support/foreign_sender.ts";
 import { waitFor } from "../support/wait.ts";
 
@@ -107,23 +106,10 @@ Deno.test("bind errors carry errno as a readable message", () => {
   );
 });
 
-Deno.test("the receive thread delivers every datagram in order, flags oversized ones, and unlinks on stop", () =>
+Deno.test("the receive thread spools every datagram in order, flags oversized ones, and unlinks on stop", () =>
   withDir(async (dir) => {
     const path = `${dir}/events.sock`;
-    const received: string[] = [];
-    let truncated = 0;
-    const receiver = startSpooledReceiver({
-      path,
-      mode: 0o600,
-      receiveBufferBytes: 4 << 20,
-      onBatch: (batch) => {
-        for (const { bytes, truncated: cut } of batch.records()) {
-          if (cut) truncated++;
-          else received.push(new TextDecoder().decode(bytes));
-        }
-      },
-      onError: (message) => assert.fail(message),
-    });
+    const receiver = startSpooledReceiver({ path, mode: 0o600, receiveBufferBytes: 4 << 20 });
     const sender = new DatagramSender(path);
     try {
       const total = 2000;
@@ -132,10 +118,14 @@ Deno.test("the receive thread delivers every datagram in order, flags oversized 
         await waitFor(() => sender.send(bytes), { what: `send ${i}` });
       }
       assert.ok(sender.send(new Uint8Array(64 * 1024)), "a 64 KiB datagram is sendable");
-      await waitFor(() => received.length === total && truncated === 1, {
-        what: "all datagrams",
-      });
-      assert.deepEqual(received, Array.from({ length: total }, (_, i) => `message ${i}`));
+      await waitFor(() => receiver.spool.signals.head() === total + 1, { what: "all datagrams" });
+      const records = receiver.records();
+      assert.deepEqual(
+        records.slice(0, total).map((record) => new TextDecoder().decode(record.bytes)),
+        Array.from({ length: total }, (_, i) => `message ${i}`),
+      );
+      assert.deepEqual(records.map((record) => record.truncated).indexOf(true), total);
+      assert.equal(receiver.counts().received, total + 1);
     } finally {
       sender.close();
       await receiver.stop();
@@ -240,8 +230,6 @@ Deno.test("SOCKET_GROUP: the socket file gets the group, then the mode", () =>
       mode: 0o660,
       group: gid,
       receiveBufferBytes: 1 << 20,
-      onBatch: () => {},
-      onError: (message) => assert.fail(message),
     });
     try {
       const info = Deno.lstatSync(path);
@@ -260,29 +248,22 @@ if (foreignSender) {
 }
 const NOBODY = { uid: 65534, gid: 65534 };
 
-/** Runs a receiver on a socket anyone may write to, gathering what it hands over. */
+/** Runs a receiver on a socket anyone may write to. */
 async function withOpenReceiver(
   allowedSenderUids: readonly number[],
-  test: (path: string, received: string[], batches: DatagramBatch[]) => Promise<void>,
+  test: (path: string, receiver: SpooledReceiver) => Promise<void>,
 ) {
   await withDir(async (dir) => {
     await Deno.chmod(dir, 0o755); // the other uid must reach the socket
     const path = `${dir}/events.sock`;
-    const received: string[] = [];
-    const batches: DatagramBatch[] = [];
     const receiver = startSpooledReceiver({
       path,
       mode: 0o666,
       allowedSenderUids,
       receiveBufferBytes: 1 << 20,
-      onBatch: (batch) => {
-        batches.push(batch);
-        for (const { bytes } of batch.records()) received.push(new TextDecoder().decode(bytes));
-      },
-      onError: (message) => assert.fail(message),
     });
     try {
-      await test(path, received, batches);
+      await test(path, receiver);
     } finally {
       await receiver.stop();
     }
@@ -302,21 +283,17 @@ Deno.test({
   name: "ALLOWED_SENDER_UIDS=0: root's datagrams arrive, uid 65534's are refused and counted",
   ignore: foreignSender !== undefined,
   fn: () =>
-    withOpenReceiver([0], async (path, received, batches) => {
+    withOpenReceiver([0], async (path, receiver) => {
       sendAsMe(path, ["root-1"]);
+      assert.equal(receiver.counts().lastRefusedUid, -1, "none refused yet");
       const pid = await sendAs(NOBODY, path, ["nobody-1", "nobody-2"]);
       sendAsMe(path, ["root-2"]);
-      const refused = () => batches.reduce((sum, batch) => sum + batch.refusedSenders, 0);
-      await waitFor(() => received.length === 2 && refused() === 2, {
-        what: "two accepted and two refused datagrams",
-      });
-      assert.deepEqual(received, ["root-1", "root-2"]);
-      const last = batches.findLast((batch) => batch.refusedSenders > 0)!;
-      assert.equal(last.lastRefusedUid, NOBODY.uid);
-      assert.equal(last.lastRefusedPid, pid);
-      for (const batch of batches.filter((batch) => batch.refusedSenders === 0)) {
-        assert.equal(batch.lastRefusedUid, -1);
-      }
+      await waitFor(() => receiver.counts().received === 4, { what: "four datagrams taken" });
+      assert.deepEqual(receiver.texts(), ["root-1", "root-2"], "only root's are spooled");
+      const counts = receiver.counts();
+      assert.equal(counts.refused, 2);
+      assert.equal(counts.lastRefusedUid, NOBODY.uid);
+      assert.equal(counts.lastRefusedPid, pid);
     }),
 });
 
@@ -324,13 +301,13 @@ Deno.test({
   name: "ALLOWED_SENDER_UIDS empty: datagrams from root and from uid 65534 both arrive",
   ignore: foreignSender !== undefined,
   fn: () =>
-    withOpenReceiver([], async (path, received, batches) => {
+    withOpenReceiver([], async (path, receiver) => {
       sendAsMe(path, ["root-1"]);
       await sendAs(NOBODY, path, ["nobody-1"]);
       sendAsMe(path, ["root-2"]);
-      await waitFor(() => received.length === 3, { what: "three datagrams" });
-      assert.deepEqual(received, ["root-1", "nobody-1", "root-2"]);
-      assert.ok(batches.every((batch) => batch.refusedSenders === 0));
+      await waitFor(() => receiver.spool.signals.head() === 3, { what: "three datagrams" });
+      assert.deepEqual(receiver.texts(), ["root-1", "nobody-1", "root-2"]);
+      assert.equal(receiver.counts().refused, 0);
     }),
 });
 

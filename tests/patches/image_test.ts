@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { lockValue } from "../support/ckpool_build.ts";
-import { loadConfig } from "../../src/config.ts";
+import { loadConfig } from "../../src/ops/config.ts";
 
 const root = new URL("../../", import.meta.url);
 const read = (path: string) => Deno.readTextFile(new URL(path, root));

@@ -13,7 +13,7 @@ import {
   storedId,
   toJson,
   withoutRepeats,
-} from "../../src/sinks/postgres_batch.ts";
+} from "../../src/sinks/postgres/batch.ts";
 import { unchecked } from "../support/unchecked_event.ts";
 
 /** A validated event, defaults applied, as the collector hands it to a sink. */

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import postgres from "postgres";
 import { type MiningEvent, parseEvent } from "../../src/events.ts";
-import { createPostgresSink, type PostgresSinkOptions } from "../../src/sinks/postgres.ts";
+import { createPostgresSink, type PostgresSinkOptions } from "../../src/sinks/postgres/sink.ts";
 import type { Sink } from "../../src/sink.ts";
 import { freePort, psqlPath, type Service, startPostgres } from "../support/services.ts";
 import { unchecked } from "../support/unchecked_event.ts";

@@ -16,9 +16,9 @@ import postgres from "postgres";
 import { seededRandom } from "../../scripts/demo_emitter.ts";
 import { type MiningEvent, parseEvent } from "../../src/events.ts";
 import type { Sink } from "../../src/sink.ts";
-import { createPostgresSink } from "../../src/sinks/postgres.ts";
-import { createRedisSink } from "../../src/sinks/redis.ts";
-import { RespConnection } from "../../src/sinks/resp.ts";
+import { createPostgresSink } from "../../src/sinks/postgres/sink.ts";
+import { createRedisSink } from "../../src/sinks/redis/sink.ts";
+import { RespConnection } from "../../src/sinks/redis/resp.ts";
 import { loadSchema, type Service, startPostgres, startRedis } from "../support/services.ts";
 import { waitFor } from "../support/wait.ts";
 

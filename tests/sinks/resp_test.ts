@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { encodeCommands, RespConnection, RespError } from "../../src/sinks/resp.ts";
+import { encodeCommands, RespConnection, RespError } from "../../src/sinks/redis/resp.ts";
 import { startRedis } from "../support/services.ts";
 
 Deno.test("bulk lengths count UTF-8 bytes, surrogate pairs included", () => {

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { serveSinkThread } from "../../src/sinks/threaded.ts";
+import { serveSinkThread } from "../../src/sinks/thread.ts";
 
 serveSinkThread(() => {
   throw new Error("this sink cannot start");

@@ -1,6 +1,6 @@
 /**
  * A strict reader of the Prometheus text format (0.0.4), written from the format's
- * description independently of the writer in `src/metrics.ts`, so tests can check what a
+ * description independently of the writer in `src/ops/metrics.ts`, so tests can check what a
  * scraper would see: every sample belongs to a family declared before it with HELP and
  * TYPE, label values use only the three escapes, values parse as Go's `ParseFloat` would.
  *

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { SUN_PATH_MAX } from "../ffi/libc.ts";
+import { SUN_PATH_MAX } from "../../ffi/libc.ts";
 
 /** Log levels accepted in `LOG_LEVEL`, in LogTape's names. */
 export type LogLevel = "debug" | "info" | "warning" | "error";

@@ -13,11 +13,11 @@
  *
  * @module
  */
-import { decodeDatagram } from "./datagram.ts";
-import type { MiningEvent } from "./events.ts";
-import type { Sink } from "./sink.ts";
-import type { SpoolReader } from "./spool_reader.ts";
-import type { SpoolSignals } from "./spool_signals.ts";
+import { decodeDatagram } from "../datagram.ts";
+import type { MiningEvent } from "../events.ts";
+import type { Sink } from "../sink.ts";
+import type { SpoolReader } from "../buffer/reader.ts";
+import type { SpoolSignals } from "../buffer/signals.ts";
 
 /** How often the feed looks at its sink's progress when no record arrives. */
 const IDLE_MS = 20;
@@ -34,6 +34,12 @@ export interface SinkFeedOptions {
   readonly readerIndex: number;
   /** Events the sink may hold before the feed stops reading. */
   readonly memoryLimit: number;
+  /**
+   * After a read that left nothing behind, how long the feed waits before it reads again, so
+   * that records arriving one by one are taken a few at a time: every wake-up of a thread
+   * costs more than a record. It is added to the latency of the records it gathers.
+   */
+  readonly lingerMs: number;
 }
 
 /** What a feed reports besides its sink's stats. */
@@ -53,6 +59,7 @@ export class SinkFeed {
   readonly #signals: SpoolSignals;
   readonly #readerIndex: number;
   readonly #memoryLimit: number;
+  readonly #lingerMs: number;
   /** Position when the feed started; the sink had settled nothing then. */
   readonly #start: number;
   /** Events pushed so far. */
@@ -73,6 +80,7 @@ export class SinkFeed {
     this.#signals = options.signals;
     this.#readerIndex = options.readerIndex;
     this.#memoryLimit = options.memoryLimit;
+    this.#lingerMs = options.lingerMs;
     this.#start = this.#reader.next;
     this.#position = this.#start;
     this.#signals.ack(this.#readerIndex, this.#position);
@@ -121,8 +129,12 @@ export class SinkFeed {
         continue;
       }
       this.#feed(room);
-      // The sink's own I/O runs between two reads, however fast records come.
-      await this.#yield();
+      if (this.#lingerMs > 0 && !this.#reader.behind) {
+        await new Promise((resolve) => setTimeout(resolve, this.#lingerMs));
+      } else {
+        // The sink's own I/O runs between two reads, however fast records come.
+        await this.#yield();
+      }
     }
     this.#channel.port1.close();
   }

@@ -9,12 +9,12 @@
  *
  * @module
  */
-import type { CollectorCounters } from "./collector.ts";
+import type { CollectorCounters } from "../collector.ts";
 import type { Config } from "./config.ts";
 import { MetricsText, type Sample } from "./metrics.ts";
 import { type HealthReport, type MetricsServer, startMetricsServer } from "./metrics_server.ts";
-import type { Sink } from "./sink.ts";
-import { SPOOL_NEAR_FULL_SHARE } from "./spool.ts";
+import type { Sink } from "../sink.ts";
+import { SPOOL_NEAR_FULL_SHARE } from "../buffer/spool.ts";
 
 /** What the spool reports; the spool's own stats object fits as it is. */
 export interface SpoolGauges {

@@ -1,24 +1,25 @@
 /**
- * Runs a sink on a thread of its own, fed from the spool on that thread (`sink_feed.ts`):
+ * Runs a sink on a thread of its own, fed from the spool on that thread (`feed.ts`):
  * its reading, decoding, encoding and talking to the backend never hold up the main thread
  * or another sink. The main thread keeps a stand-in ({@link SinkThread}) whose stats are
  * what the thread last reported; it never sees an event.
  *
- * A worker module is one line: `serveSinkThread(createMySink)` (see `redis_worker.ts`). The
+ * A worker module is one line: `serveSinkThread(createMySink)` (see `redis/worker.ts`). The
  * thread runs below the receive thread's priority, like the main thread, and is named
  * `tbg-{name}`.
  *
  * @module
  */
 import { setThreadName, setThreadNice } from "../../ffi/libc.ts";
-import type { LogLevel } from "../config.ts";
-import { configureLogging } from "../log.ts";
-import { Histogram, type HistogramSnapshot } from "../metrics.ts";
-import { backgroundNice } from "../receiver.ts";
+import type { LogLevel } from "../ops/config.ts";
+import { configureLogging } from "../ops/log.ts";
+import { Histogram, type HistogramSnapshot } from "../ops/metrics.ts";
+import { backgroundNice } from "../source/receiver.ts";
 import type { Sink, SinkStats } from "../sink.ts";
-import { type FeedStats, SinkFeed } from "../sink_feed.ts";
-import { SpoolReader } from "../spool_reader.ts";
-import { SpoolSignals } from "../spool_signals.ts";
+import { type FeedStats, SinkFeed } from "./feed.ts";
+import { SpoolReader } from "../buffer/reader.ts";
+import { SpoolSignals } from "../buffer/signals.ts";
+import { WorkerPeer } from "../ops/worker_peer.ts";
 
 /** Where in the spool a sink thread reads. */
 export interface SpoolPlace {
@@ -45,6 +46,7 @@ type ToWorker =
     readonly options: unknown;
     readonly spool: SpoolPlace;
     readonly memoryLimit: number;
+    readonly lingerMs: number;
     readonly logLevel?: LogLevel;
     readonly nice: number;
   }
@@ -72,6 +74,8 @@ export interface SinkThreadOptions<T> {
   readonly spool: SpoolPlace;
   /** Events the sink may hold in memory before its feed stops reading. */
   readonly memoryLimit: number;
+  /** See {@link import("./feed.ts").SinkFeedOptions.lingerMs}. */
+  readonly lingerMs: number;
   /** The worker logs at this level (default: its own logging stays unconfigured). */
   readonly logLevel?: LogLevel;
   /**
@@ -97,7 +101,6 @@ export interface SinkThread {
 
 /** Starts a thread running a sink fed from the spool. */
 export function startSinkThread<T>(options: SinkThreadOptions<T>): SinkThread {
-  const worker = new Worker(options.worker.href, { type: "module", name: options.name });
   let stats: ReportedStats = {
     written: 0,
     retried: 0,
@@ -109,71 +112,36 @@ export function startSinkThread<T>(options: SinkThreadOptions<T>): SinkThread {
     lost: 0,
     behind: false,
   };
-  let nextId = 0;
-  const drains = new Map<number, () => void>();
-  let closed: (() => void) | undefined;
-  let alive = true;
-
-  const finish = () => {
-    alive = false;
-    worker.terminate();
-    for (const resolve of drains.values()) resolve();
-    drains.clear();
-    closed?.();
-  };
-  worker.onmessage = (event: MessageEvent<FromWorker>) => {
-    const message = event.data;
-    if (message.type === "closed") return finish();
-    stats = message.stats;
-    if (message.type === "drained") {
-      drains.get(message.id)?.();
-      drains.delete(message.id);
-    }
-  };
-  worker.onerror = (event) => {
-    event.preventDefault();
-    finish();
-    options.onFatal(`${options.name} sink thread failed: ${event.message}`);
-  };
-  const post = (message: ToWorker) => {
-    if (alive) worker.postMessage(message);
-  };
-  post({
+  const peer: WorkerPeer<ToWorker, FromWorker> = new WorkerPeer({
+    module: options.worker,
+    name: `${options.name} sink`,
+    onMessage: (message) => {
+      if (message.type === "closed") return peer.finish();
+      stats = message.stats;
+      if (message.type === "drained") peer.answer(message.id);
+    },
+    onFatal: options.onFatal,
+  });
+  peer.post({
     type: "start",
     name: options.name,
     options: options.options,
     spool: options.spool,
     memoryLimit: options.memoryLimit,
+    lingerMs: options.lingerMs,
     logLevel: options.logLevel,
     nice: backgroundNice(),
   });
-
   return {
     name: options.name,
     stats: () => stats,
-    drain(until: number, signal?: AbortSignal): Promise<void> {
-      if (!alive || signal?.aborted) return Promise.resolve();
-      const id = nextId++;
-      return new Promise<void>((resolve) => {
-        const onAbort = () => {
-          drains.delete(id);
-          post({ type: "abort", id });
-          resolve();
-        };
-        signal?.addEventListener("abort", onAbort, { once: true });
-        drains.set(id, () => {
-          signal?.removeEventListener("abort", onAbort);
-          resolve();
-        });
-        post({ type: "drain", id, until });
-      });
-    },
-    close(): Promise<void> {
-      if (!alive) return Promise.resolve();
-      const done = new Promise<void>((resolve) => closed = resolve);
-      post({ type: "close" });
-      return done;
-    },
+    drain: (until, signal) =>
+      peer.request(
+        (id) => ({ type: "drain", id, until }),
+        signal,
+        (id) => peer.post({ type: "abort", id }),
+      ),
+    close: () => peer.close({ type: "close" }),
   };
 }
 
@@ -223,6 +191,7 @@ export function serveSinkThread<T>(createSink: (options: T) => Sink): void {
           signals,
           readerIndex: message.spool.readerIndex,
           memoryLimit: message.memoryLimit,
+          lingerMs: message.lingerMs,
         });
         return;
       }

@@ -13,7 +13,7 @@
 import pg from "pg";
 // @ts-types="@types/pg-copy-streams"
 import { from as copyFrom } from "pg-copy-streams";
-import { withDeadline } from "./deadline.ts";
+import { withDeadline } from "../deadline.ts";
 
 /** URL parameters node-postgres reads itself; any other becomes a session setting. */
 const DRIVER_PARAMETERS = new Set([

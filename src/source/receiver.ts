@@ -4,12 +4,12 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import { setThreadNice, threadNice } from "../ffi/libc.ts";
-import { bindDatagramSocket, closeSocket, unlinkSocket } from "../ffi/unix_datagram.ts";
-import type { DatagramBatch } from "./datagram_batch.ts";
-import type { Handover, ReceiverWorkerMessage, ReceiverWorkerStart } from "./receiver_worker.ts";
-import type { Spool } from "./spool.ts";
-import { decodeFrames } from "./spool_frame.ts";
+import { setThreadNice, threadNice } from "../../ffi/libc.ts";
+import { bindDatagramSocket, closeSocket, unlinkSocket } from "../../ffi/unix_datagram.ts";
+import type { Spool } from "../buffer/spool.ts";
+import { RateLimitedLog } from "../ops/log.ts";
+import { ReceiveCounters, type ReceiveCounts } from "./counters.ts";
+import type { ReceiverWorkerMessage, ReceiverWorkerStart } from "./receiver_worker.ts";
 
 const log = getLogger(["tbg", "receiver"]);
 
@@ -22,24 +22,16 @@ export interface ReceiverOptions {
   readonly group?: number;
   /**
    * uids whose datagrams are accepted (`ALLOWED_SENDER_UIDS`); others are dropped on the
-   * receive thread and counted in {@link DatagramBatch.refusedSenders}. Unset or empty
-   * accepts every sender.
+   * receive thread and counted as refused. Unset or empty accepts every sender.
    */
   readonly allowedSenderUids?: readonly number[];
   /** Requested `SO_RCVBUF` in bytes. */
   readonly receiveBufferBytes: number;
   /**
-   * The spool the receive thread appends every receive to before anything else; it learns
-   * of each frame before `onBatch` is called with it. Open it before, close it after.
+   * The spool the receive thread appends every receive to. Open it before, close it after
+   * {@link Receiver.stop}.
    */
   readonly spool: Spool;
-  /**
-   * Bytes of frames handed over in memory and not yet settled, past which frames are handed
-   * over by their place in the spool only (default 8 MiB).
-   */
-  readonly heldInMemoryBytes?: number;
-  /** Called on the main thread for each batch, in arrival order; call `settle` after it. */
-  readonly onBatch: (batch: DatagramBatch) => void;
   /** Called if the receive thread fails; it has stopped by then. */
   readonly onError: (message: string) => void;
 }
@@ -49,9 +41,11 @@ export interface Receiver {
   readonly path: string;
   /** `SO_RCVBUF` the kernel granted. */
   readonly receiveBufferBytes: number;
+  /** What the receive thread has counted so far. */
+  counts(): ReceiveCounts;
   /**
    * Removes the socket path (new sends fail at once), takes what is still queued, then
-   * closes the socket. Every batch has been passed to `onBatch` when this resolves.
+   * closes the socket. Every datagram taken is in the spool when this resolves.
    */
   stop(): Promise<void>;
 }
@@ -86,36 +80,33 @@ export function backgroundNice(): number {
   return Math.min(19, processNice + NICE_STEPS_BELOW_RECEIVER);
 }
 
-/** Bytes of frames handed over in memory and not yet ingested before later ones are not. */
-const HELD_IN_MEMORY_BYTES = 8 * 1024 * 1024;
+/** Logs refused senders as their count grows (rate-limited), whenever the counts are read. */
+class RefusalLog {
+  readonly #counters: ReceiveCounters;
+  readonly #log = new RateLimitedLog(log);
+  #logged = 0;
 
-/** The batch the centre gets for one hand-over, its records in memory or in the spool. */
-function batchOf(spool: Spool, handover: Handover, settle?: () => void): DatagramBatch {
-  let first = -1;
-  let count = 0;
-  for (const step of handover.steps) {
-    if (step.kind !== "frame") continue;
-    if (first < 0) first = step.note.index;
-    count += step.note.count;
+  constructor(counters: ReceiveCounters) {
+    this.#counters = counters;
   }
-  const buffer = handover.buffer;
-  return {
-    first: Math.max(first, 0),
-    count,
-    refusedSenders: handover.refusedSenders,
-    lastRefusedUid: handover.lastRefusedUid,
-    lastRefusedPid: handover.lastRefusedPid,
-    settle,
-    records: () => {
-      if (count === 0) return [];
-      if (!buffer) return spool.read(first, count);
-      let index = first;
-      return decodeFrames(new Uint8Array(buffer)).flat().map((record) => ({
-        index: index++,
-        ...record,
-      }));
-    },
-  };
+
+  check(): ReceiveCounts {
+    const counts = this.#counters.read();
+    if (counts.refused > this.#logged) {
+      this.#log.warn(
+        "refused {count} datagrams from a uid not in ALLOWED_SENDER_UIDS " +
+          "(last: uid {uid}, pid {pid})",
+        {
+          reason: "unauthorized_sender",
+          count: counts.refused - this.#logged,
+          uid: counts.lastRefusedUid,
+          pid: counts.lastRefusedPid,
+        },
+      );
+      this.#logged = counts.refused;
+    }
+    return counts;
+  }
 }
 
 /** Binds the socket at `options.path` and starts receiving on a dedicated thread. */
@@ -128,8 +119,10 @@ export function startReceiver(options: ReceiverOptions): Receiver {
     group: options.group,
   });
   const stopFlag = new SharedArrayBuffer(4);
-  const held = new SharedArrayBuffer(4);
-  const heldBytes = new Int32Array(held);
+  const counters = new ReceiveCounters();
+  const refusals = new RefusalLog(counters);
+  const refusalTimer = setInterval(() => refusals.check(), 1000);
+  Deno.unrefTimer(refusalTimer);
   const worker = new Worker(new URL("./receiver_worker.ts", import.meta.url).href, {
     type: "module",
     name: "receiver",
@@ -141,6 +134,8 @@ export function startReceiver(options: ReceiverOptions): Receiver {
     if (closed) return;
     closed = true;
     worker.terminate();
+    clearInterval(refusalTimer);
+    refusals.check();
     closeSocket(socket.fd);
     unlinkSocket(socket.path);
     // Back to where it was where the kernel allows (raising needs privilege).
@@ -152,18 +147,16 @@ export function startReceiver(options: ReceiverOptions): Receiver {
     if (message.type === "running") {
       setThreadNice(nice);
       log.debug("receive thread running; main thread now at nice {nice}", { nice: threadNice() });
-    } else if (message.type === "frames") {
-      const bytes = message.buffer?.byteLength ?? 0;
-      const frames = message.buffer && new Uint8Array(message.buffer);
-      try {
-        options.spool.apply(message.steps, frames, message.writeError);
-      } catch (error) {
-        close();
-        options.onError(`the spool lost track of the receive thread: ${(error as Error).message}`);
-        return;
+    } else if (message.type === "spool") {
+      if (message.error !== undefined) {
+        log.error(
+          "cannot write to the spool in {dir} ({error}); {frames} receives kept in memory " +
+            "and tried again: free disk space or fix the volume",
+          { dir: options.spool.dir, error: message.error, frames: message.unwrittenFrames },
+        );
+      } else {
+        log.info("the spool in {dir} takes writes again", { dir: options.spool.dir });
       }
-      const settle = bytes > 0 ? () => Atomics.sub(heldBytes, 0, bytes) : undefined;
-      options.onBatch(batchOf(options.spool, message, settle));
     } else {
       close();
       if (message.type === "error") options.onError(message.message);
@@ -180,14 +173,14 @@ export function startReceiver(options: ReceiverOptions): Receiver {
     slots: SLOTS,
     slotBytes: MAX_DATAGRAM_BYTES,
     allowedSenderUids: options.allowedSenderUids ?? [],
-    held,
-    memoryBytes: options.heldInMemoryBytes ?? HELD_IN_MEMORY_BYTES,
     spool: options.spool.writerOptions(),
+    counters: counters.buffer,
   };
   worker.postMessage(start);
   return {
     path: socket.path,
     receiveBufferBytes: socket.receiveBufferBytes,
+    counts: () => refusals.check(),
     stop: () => {
       if (!closed) {
         unlinkSocket(socket.path);

@@ -10,21 +10,19 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import { RateLimitedLog } from "./log.ts";
+import { RateLimitedLog } from "../ops/log.ts";
 import type { SpoolRecord } from "./spool.ts";
-import { decodeFrame, FRAME_HEADER_BYTES, frameCount, frameLength } from "./spool_frame.ts";
-import type { SpoolSignals } from "./spool_signals.ts";
-import { segmentName } from "./spool_writer.ts";
+import { decodeFrame, FRAME_HEADER_BYTES, frameCount, frameLength } from "./frame.ts";
+import type { SpoolSignals } from "./signals.ts";
+import { SEGMENT_FILE, segmentName } from "./writer.ts";
 
 const log = getLogger(["tbg", "spool"]);
-
-const SEGMENT = /^([0-9]{16})\.spool$/;
 
 /** First indices of the segment files in `dir`, oldest first. */
 function segmentFirsts(dir: string): number[] {
   const firsts: number[] = [];
   for (const entry of Deno.readDirSync(dir)) {
-    const match = SEGMENT.exec(entry.name);
+    const match = SEGMENT_FILE.exec(entry.name);
     if (entry.isFile && match) firsts.push(Number(match[1]));
   }
   return firsts.sort((a, b) => a - b);

@@ -23,8 +23,8 @@
  *
  * @module
  */
-import { payloadJson } from "../payload_json.ts";
-import { MAX_TS, type MiningEvent } from "../events.ts";
+import { payloadJson } from "../../payload_json.ts";
+import { MAX_TS, type MiningEvent } from "../../events.ts";
 
 /** Whether `ts` is epoch seconds that `to_timestamp` and the week arithmetic accept. */
 export function isStorableTs(ts: number): boolean {

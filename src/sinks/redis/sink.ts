@@ -11,13 +11,13 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import { redactUrl } from "../config.ts";
-import type { MiningEvent } from "../events.ts";
-import { payloadJson } from "../payload_json.ts";
+import { redactUrl } from "../../ops/config.ts";
+import type { MiningEvent } from "../../events.ts";
+import { payloadJson } from "../../payload_json.ts";
 import { Backoff, sleep } from "../backoff.ts";
 import { PendingQueue } from "../pending_queue.ts";
-import { Histogram } from "../metrics.ts";
-import type { Sink, SinkStats } from "../sink.ts";
+import { Histogram } from "../../ops/metrics.ts";
+import type { Sink, SinkStats } from "../../sink.ts";
 import { RespConnection, RespError } from "./resp.ts";
 
 /** Options for {@link createRedisSink}. */

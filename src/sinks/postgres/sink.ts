@@ -1,7 +1,7 @@
 /**
  * PostgreSQL sink: writes events in batches, each batch in one transaction, over one
- * connection (`postgres_connection.ts`, node-postgres). Every event goes to `mining_events`; shares, users, workers, blocks and the weekly
- * best difficulty are derived from the same batch (rules in `postgres_batch.ts`).
+ * connection (`connection.ts`, node-postgres). Every event goes to `mining_events`; shares, users, workers, blocks and the weekly
+ * best difficulty are derived from the same batch (rules in `batch.ts`).
  *
  * - `push` only appends to an in-memory queue, which takes everything pushed (bounding
  *   memory is the delivery layer's job); a write starts when `batchMaxSize` events wait,
@@ -36,13 +36,13 @@
  */
 import { getLogger } from "@logtape/logtape";
 import { Backoff, sleep } from "../backoff.ts";
-import { withDeadline } from "./deadline.ts";
-import { PgConnection } from "./postgres_connection.ts";
-import { RateLimitedLog } from "../log.ts";
-import type { MiningEvent } from "../events.ts";
+import { withDeadline } from "../deadline.ts";
+import { PgConnection } from "./connection.ts";
+import { RateLimitedLog } from "../../ops/log.ts";
+import type { MiningEvent } from "../../events.ts";
 import { PendingQueue } from "../pending_queue.ts";
-import { Histogram } from "../metrics.ts";
-import type { Sink, SinkStats } from "../sink.ts";
+import { Histogram } from "../../ops/metrics.ts";
+import type { Sink, SinkStats } from "../../sink.ts";
 import {
   type BatchRows,
   buildBatch,
@@ -54,7 +54,7 @@ import {
   storedId,
   toJson,
   withoutRepeats,
-} from "./postgres_batch.ts";
+} from "./batch.ts";
 
 /** Options for {@link createPostgresSink}. */
 export interface PostgresSinkOptions {

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { DeadlineExceeded } from "./deadline.ts";
+import { DeadlineExceeded } from "../deadline.ts";
 
 /** An error reply from Redis, returned in place of the command's result. */
 export class RespError extends Error {

@@ -1,9 +1,8 @@
 /**
  * The one record format of the collector: a frame holds the datagrams of one receive, each
  * behind its length, and is checked by CRC-32. The receive thread builds frames in place as
- * it copies datagrams out of the receive slots, writes each to the spool with one `write(2)`,
- * and hands the same bytes to the main thread, so what is on disk and what is handed over
- * never differ.
+ * it copies datagrams out of the receive slots and writes each to the spool with one
+ * `write(2)`; every other thread reads them from there.
  *
  * Frame: magic, record count, payload bytes, CRC-32 of the payload (4 bytes each, little
  * endian), then per record a 4-byte header (length; the top bit marks a datagram cut to its
@@ -28,7 +27,7 @@ export interface FrameRecord {
 
 /**
  * Builds frames back to back in one growing buffer: records are copied in once, and a
- * finished frame is a view of the buffer, ready to be written and handed over as it is.
+ * finished frame is a view of the buffer, ready to be written as it is.
  */
 export class FrameBuilder {
   #bytes = new Uint8Array(64 * 1024);
@@ -59,7 +58,7 @@ export class FrameBuilder {
 
   /**
    * Closes the open frame (header and CRC filled in) and returns a view of it, valid until
-   * the next {@link take}; `undefined` if no record was appended.
+   * the next {@link take} or {@link clear}; `undefined` if no record was appended.
    */
   finishFrame(): { readonly bytes: Uint8Array; readonly count: number } | undefined {
     if (this.#frameStart < 0) return undefined;
@@ -79,10 +78,15 @@ export class FrameBuilder {
   /** The finished frames so far, in a buffer of their own; the builder starts empty again. */
   take(): ArrayBuffer {
     const buffer = this.#bytes.buffer.slice(0, this.#length);
+    this.clear();
+    return buffer;
+  }
+
+  /** Starts empty again, keeping the buffer for the next frames. */
+  clear(): void {
     this.#length = 0;
     this.#frameStart = -1;
     this.#frameCount = 0;
-    return buffer;
   }
 
   #reserve(more: number): void {
@@ -120,17 +124,14 @@ export function frameCount(bytes: Uint8Array, offset = 0): number {
   return new DataView(bytes.buffer, bytes.byteOffset + offset + 4, 4).getUint32(0, true);
 }
 
-/**
- * The records of a whole frame, or `undefined` if it is cut short or damaged. `verify`
- * false skips the CRC, for bytes that never left memory.
- */
-export function decodeFrame(frame: Uint8Array, verify = true): FrameRecord[] | undefined {
+/** The records of a whole frame, or `undefined` if it is cut short or damaged. */
+export function decodeFrame(frame: Uint8Array): FrameRecord[] | undefined {
   const length = frameLength(frame);
   if (length === 0 || frame.length < length) return undefined;
   const view = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
   const count = view.getUint32(4, true);
   const payload = frame.subarray(FRAME_HEADER_BYTES, length);
-  if (verify && crc32(payload) !== view.getUint32(12, true)) return undefined;
+  if (crc32(payload) !== view.getUint32(12, true)) return undefined;
   const records: FrameRecord[] = [];
   let offset = 0;
   while (offset < payload.length) {
@@ -143,18 +144,4 @@ export function decodeFrame(frame: Uint8Array, verify = true): FrameRecord[] | u
     offset = start + size;
   }
   return records.length === count ? records : undefined;
-}
-
-/** The frames laid back to back in `bytes` (a hand-over, never on disk), each as its records. */
-export function decodeFrames(bytes: Uint8Array): FrameRecord[][] {
-  const frames: FrameRecord[][] = [];
-  for (let offset = 0; offset < bytes.length;) {
-    const length = frameLength(bytes, offset);
-    if (length === 0) throw new Error(`no frame at byte ${offset} of a hand-over`);
-    const records = decodeFrame(bytes.subarray(offset, offset + length), false);
-    if (!records) throw new Error(`damaged frame at byte ${offset} of a hand-over`);
-    frames.push(records);
-    offset += length;
-  }
-  return frames;
 }

@@ -2,45 +2,18 @@
  * The spool's writer: appends frames to the newest segment file, one `write(2)` each, and
  * starts a new segment when the current one is full. It runs on the receive thread, so a
  * datagram is in the page cache before anything else is done with it: a crash of the
- * collector after that loses nothing.
+ * collector after that loses nothing. After each frame it publishes the new head in the
+ * spool's {@link SpoolSignals}, which wakes every reader.
  *
- * It only ever appends and never deletes: the main thread's {@link Spool} keeps the index of
- * what was written (from {@link FrameNote}s), serves reads, syncs, and deletes segments. A
- * write that fails (disk full) keeps a copy of the frame and is tried again before the next
- * one, so indices stay contiguous; the frame's bytes go to the main thread in memory meanwhile.
+ * It only ever appends and never deletes: the main thread's {@link Spool} deletes segments
+ * and syncs. A write that fails (disk full) keeps a copy of the frame and is tried again
+ * before the next one (or on {@link SpoolWriter.retry}), so indices stay contiguous; readers
+ * see the frame once it is written.
  *
  * @module
  */
-import { frameCount } from "./spool_frame.ts";
-import { SpoolSignals } from "./spool_signals.ts";
-
-/** Where a written frame is. */
-export interface FrameLocation {
-  /** Index of the frame's first record. */
-  readonly index: number;
-  /** First index of the segment file holding it (its name). */
-  readonly segment: number;
-  /** Byte offset of the frame in that file. */
-  readonly offset: number;
-}
-
-/** One appended frame, as the main thread's spool learns of it. */
-export interface FrameNote {
-  readonly index: number;
-  readonly count: number;
-  /** Bytes of the frame. */
-  readonly bytes: number;
-  /** Unset while the frame could not be written yet. */
-  readonly location?: FrameLocation;
-}
-
-/**
- * What one append did, in order: the frames written late (they had failed before) and then
- * the frame appended. The main thread's spool applies them in this order.
- */
-export type WriterStep =
-  | { readonly kind: "frame"; readonly note: FrameNote }
-  | { readonly kind: "late"; readonly location: FrameLocation };
+import { frameCount } from "./frame.ts";
+import { SpoolSignals } from "./signals.ts";
 
 /** Options for {@link SpoolWriter}. */
 export interface SpoolWriterOptions {
@@ -51,7 +24,7 @@ export interface SpoolWriterOptions {
   readonly segmentBytes: number;
   /** `fsync` after every frame (`SPOOL_FSYNC_INTERVAL=0`). */
   readonly syncEveryFrame: boolean;
-  /** The spool's {@link SpoolSignals}: the head is published after every frame written. */
+  /** The spool's {@link SpoolSignals} buffer. */
   readonly signals: SharedArrayBuffer;
 }
 
@@ -59,6 +32,9 @@ export interface SpoolWriterOptions {
 export function segmentName(first: number): string {
   return `${String(first).padStart(16, "0")}.spool`;
 }
+
+/** A segment's file name, its first record's index captured. */
+export const SEGMENT_FILE = /^([0-9]{16})\.spool$/;
 
 /** Appends frames to the spool's segment files. */
 export class SpoolWriter {
@@ -68,10 +44,9 @@ export class SpoolWriter {
   readonly #signals: SpoolSignals;
   #head: number;
   #file: Deno.FsFile | undefined;
-  #segment = -1;
   #segmentSize = 0;
   /** Frames not written yet, oldest first, with a copy of their bytes. */
-  readonly #unwritten: { index: number; bytes: Uint8Array }[] = [];
+  readonly #unwritten: { index: number; bytes: Uint8Array; count: number }[] = [];
   #lastError: Error | undefined;
 
   constructor(options: SpoolWriterOptions) {
@@ -93,23 +68,27 @@ export class SpoolWriter {
   }
 
   /**
-   * Appends one frame of `count` records (its bytes are not kept unless the write fails),
-   * after any kept frame that can be written now, and says what went where, in order.
+   * Appends one frame of `count` records, after any kept frame that can be written now. Its
+   * bytes are not kept unless the write fails.
    */
-  append(frame: Uint8Array, count: number): WriterStep[] {
-    const steps = this.#retry();
+  append(frame: Uint8Array, count: number): void {
     const index = this.#head;
     this.#head += count;
-    if (this.#unwritten.length === 0) {
-      const location = this.#tryWrite(index, frame);
-      if (location) {
-        steps.push({ kind: "frame", note: { index, count, bytes: frame.length, location } });
-        return steps;
-      }
+    this.retry();
+    if (this.#unwritten.length === 0 && this.#tryWrite(index, frame)) return;
+    this.#unwritten.push({ index, bytes: frame.slice(), count });
+    this.#signals.publishUnwritten(this.#unwrittenRecords());
+  }
+
+  /** Writes the kept frames that can be written now, in order. */
+  retry(): void {
+    if (this.#unwritten.length === 0) return;
+    while (this.#unwritten.length > 0) {
+      const { index, bytes } = this.#unwritten[0];
+      if (!this.#tryWrite(index, bytes)) break;
+      this.#unwritten.shift();
     }
-    this.#unwritten.push({ index, bytes: frame.slice() });
-    steps.push({ kind: "frame", note: { index, count, bytes: frame.length } });
-    return steps;
+    this.#signals.publishUnwritten(this.#unwrittenRecords());
   }
 
   /** Closes the current segment file. */
@@ -118,19 +97,13 @@ export class SpoolWriter {
     this.#file = undefined;
   }
 
-  #retry(): WriterStep[] {
-    const steps: WriterStep[] = [];
-    while (this.#unwritten.length > 0) {
-      const { index, bytes } = this.#unwritten[0];
-      const location = this.#tryWrite(index, bytes);
-      if (!location) break;
-      this.#unwritten.shift();
-      steps.push({ kind: "late", location });
-    }
-    return steps;
+  #unwrittenRecords(): number {
+    let records = 0;
+    for (const frame of this.#unwritten) records += frame.count;
+    return records;
   }
 
-  #tryWrite(index: number, frame: Uint8Array): FrameLocation | undefined {
+  #tryWrite(index: number, frame: Uint8Array): boolean {
     try {
       if (!this.#file || this.#segmentSize >= this.#segmentBytes) this.#startSegment(index);
       const offset = this.#segmentSize;
@@ -147,10 +120,10 @@ export class SpoolWriter {
       this.#segmentSize += frame.length;
       this.#lastError = undefined;
       this.#signals.publishHead(index + frameCount(frame));
-      return { index, segment: this.#segment, offset };
+      return true;
     } catch (error) {
       this.#lastError = error as Error;
-      return undefined;
+      return false;
     }
   }
 
@@ -162,7 +135,6 @@ export class SpoolWriter {
     });
     this.#file?.close();
     this.#file = file;
-    this.#segment = first;
     this.#segmentSize = 0;
     if (this.#syncEveryFrame) syncDirectory(this.#dir);
   }

@@ -1,17 +1,17 @@
 import assert from "node:assert/strict";
 import postgres from "postgres";
 import { type MiningEvent, parseEvent } from "../../src/events.ts";
-import type { PostgresSinkOptions } from "../../src/sinks/postgres.ts";
+import type { PostgresSinkOptions } from "../../src/sinks/postgres/sink.ts";
 import { threadNice } from "../../ffi/libc.ts";
-import { backgroundNice } from "../../src/receiver.ts";
+import { backgroundNice } from "../../src/source/receiver.ts";
 import { startSpooledReceiver } from "../support/receiver.ts";
-import { type SinkThread, startSinkThread } from "../../src/sinks/threaded.ts";
-import { Spool } from "../../src/spool.ts";
+import { type SinkThread, startSinkThread } from "../../src/sinks/thread.ts";
+import { Spool } from "../../src/buffer/spool.ts";
 import { writable, type WritableSpool } from "../support/writable_spool.ts";
 import { freePort, loadSchema, startPostgres } from "../support/services.ts";
 import { waitFor } from "../support/wait.ts";
 
-const POSTGRES_WORKER = new URL("../../src/sinks/postgres_worker.ts", import.meta.url);
+const POSTGRES_WORKER = new URL("../../src/sinks/postgres/worker.ts", import.meta.url);
 
 function event(seq: number, data: Record<string, unknown>, type = "share_submitted"): MiningEvent {
   const parsed = parseEvent({
@@ -60,6 +60,7 @@ async function withSinkThread(
       position: spool.position("postgres"),
     },
     memoryLimit: 1000,
+    lingerMs: 0,
     onFatal: options.fatal ?? (() => {}),
   });
   try {
@@ -191,8 +192,6 @@ Deno.test("a sink thread runs below the receive thread, however many collectors 
         path: `${dir}/r${i}.sock`,
         mode: 0o600,
         receiveBufferBytes: 65_536,
-        onBatch: () => {},
-        onError: () => {},
       });
       await waitFor(() => threadNice() === backgroundNice(), {
         what: "the main thread stepping below the receive thread",

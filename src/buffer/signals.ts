@@ -12,7 +12,8 @@
 
 const HEAD = 0;
 const TAIL = 1;
-const ACKS = 2;
+const UNWRITTEN = 2;
+const ACKS = 3;
 
 /** Shared indices of one spool. */
 export class SpoolSignals {
@@ -47,6 +48,16 @@ export class SpoolSignals {
   /** Main thread: records before `tail` were deleted. */
   publishTail(tail: number): void {
     Atomics.store(this.#slots, TAIL, BigInt(tail));
+  }
+
+  /** Records the writer holds in memory because it could not write them (yet). */
+  unwritten(): number {
+    return Number(Atomics.load(this.#slots, UNWRITTEN));
+  }
+
+  /** Writer: how many records it holds in memory, unwritten. */
+  publishUnwritten(records: number): void {
+    Atomics.store(this.#slots, UNWRITTEN, BigInt(records));
   }
 
   /** Reader `reader`: every record before `position` is confirmed (or passed). */
