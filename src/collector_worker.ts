@@ -6,6 +6,7 @@
  */
 /// <reference lib="deno.worker" />
 import { setThreadName, setThreadNice } from "../ffi/libc.ts";
+import { followSpool } from "./buffer/follow.ts";
 import { SpoolReader } from "./buffer/reader.ts";
 import { SpoolSignals } from "./buffer/signals.ts";
 import { Collector } from "./collector.ts";
@@ -30,21 +31,11 @@ const scope = self as unknown as {
   onmessage: ((event: MessageEvent<ToCentre>) => void) | null;
 };
 const collector = new Collector();
-const channel = new MessageChannel();
 let reader: SpoolReader | undefined;
-let signals: SpoolSignals | undefined;
 let running = true;
 let loop: Promise<void> = Promise.resolve();
 let drains: { id: number; until: number }[] = [];
 let reported = -1;
-
-/** A task boundary without a timer's clamping, so messages are taken between reads. */
-function yieldTask(): Promise<void> {
-  return new Promise((resolve) => {
-    channel.port1.onmessage = () => resolve();
-    channel.port2.postMessage(0);
-  });
-}
 
 function answerDrains(): void {
   const next = reader!.next;
@@ -53,21 +44,6 @@ function answerDrains(): void {
   drains = drains.filter((drain) => drain.until > next);
   for (const { id } of done) {
     scope.postMessage({ type: "drained", id, counters: collector.counters() });
-  }
-}
-
-async function run(): Promise<void> {
-  while (running) {
-    const head = signals!.head();
-    if (reader!.next >= head) {
-      answerDrains();
-      await signals!.waitForHead(head, IDLE_MS);
-      continue;
-    }
-    collector.ingest(reader!.read(READ_RECORDS));
-    answerDrains();
-    if (reader!.behind) await yieldTask();
-    else await new Promise((resolve) => setTimeout(resolve, LINGER_MS));
   }
 }
 
@@ -81,14 +57,27 @@ const timer = setInterval(() => {
 scope.onmessage = async (event) => {
   const message = event.data;
   switch (message.type) {
-    case "start":
+    case "start": {
       setThreadNice(message.nice);
       setThreadName("tbg-centre");
       if (message.logLevel) await configureLogging(message.logLevel);
-      signals = new SpoolSignals(message.signals);
+      const signals = new SpoolSignals(message.signals);
       reader = new SpoolReader(message.dir, message.from, signals);
-      loop = run();
+      loop = followSpool({
+        reader,
+        signals,
+        idleMs: IDLE_MS,
+        lingerMs: LINGER_MS,
+        running: () => running,
+        look: answerDrains,
+        room: () => READ_RECORDS,
+        take: (records) => {
+          collector.ingest(records);
+          answerDrains();
+        },
+      });
       return;
+    }
     case "drain":
       drains.push({ id: message.id, until: message.until });
       if (reader) answerDrains();
@@ -97,7 +86,6 @@ scope.onmessage = async (event) => {
       running = false;
       clearInterval(timer);
       await loop;
-      channel.port1.close();
       reader?.close();
       scope.postMessage({ type: "closed", counters: collector.counters() });
       return;

@@ -87,11 +87,9 @@ export class SpoolReader {
       const count = frameCount(header);
       const frame = new Uint8Array(length);
       frame.set(header);
-      const payload = this.#readAt(this.#offset + FRAME_HEADER_BYTES, length - FRAME_HEADER_BYTES);
-      frame.set(payload, FRAME_HEADER_BYTES);
-      const records = payload.length === length - FRAME_HEADER_BYTES
-        ? decodeFrame(frame)
-        : undefined;
+      const payload = frame.subarray(FRAME_HEADER_BYTES);
+      const whole = this.#readInto(this.#offset + FRAME_HEADER_BYTES, payload) === payload.length;
+      const records = whole ? decodeFrame(frame) : undefined;
       if (!records || records.length !== count) {
         this.#damaged(`a frame of ${count} records is damaged and skipped`);
         this.#next += count - this.#skip;
@@ -170,18 +168,24 @@ export class SpoolReader {
     this.#damage.error("spool in {dir}: {what}", { dir: this.#dir, what });
   }
 
+  /** Up to `length` bytes from `offset`, fewer at the end of the file. */
   #readAt(offset: number, length: number): Uint8Array {
-    const file = this.#file!;
     const bytes = new Uint8Array(length);
+    return bytes.subarray(0, this.#readInto(offset, bytes));
+  }
+
+  /** Fills `target` from `offset` on, as far as the file goes; returns the bytes read. */
+  #readInto(offset: number, target: Uint8Array): number {
+    const file = this.#file!;
     if (this.#filePosition !== offset) file.seekSync(offset, Deno.SeekMode.Start);
     let read = 0;
-    while (read < length) {
-      const n = file.readSync(bytes.subarray(read));
+    while (read < target.length) {
+      const n = file.readSync(target.subarray(read));
       if (n === null || n === 0) break;
       read += n;
     }
     this.#filePosition = offset + read;
-    return read === length ? bytes : bytes.subarray(0, read);
+    return read;
   }
 
   #closeFile(): void {

@@ -307,7 +307,6 @@ export class Spool {
     clearInterval(this.#timer);
     this.#timer = undefined;
     await this.#syncing;
-    this.refresh();
     this.#syncNow();
     this.#syncFile?.file.close();
     this.#syncFile = undefined;

@@ -29,7 +29,10 @@ export interface Config {
   readonly batchMaxSize: number;
   /** `REDIS_STREAM_MAXLEN`: approximate cap of each stream. */
   readonly redisStreamMaxLen: number;
-  /** `MAX_PENDING_EVENTS`: events a sink holds in memory; further behind, it is fed from the spool. */
+  /**
+   * `MAX_PENDING_EVENTS`: events a sink holds in memory; with that many, its thread stops
+   * reading the spool.
+   */
   readonly maxPendingEvents: number;
   /** `STATS_INTERVAL`, in milliseconds (seconds in the environment); 0 turns it off. */
   readonly statsIntervalMs: number;

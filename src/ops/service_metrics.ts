@@ -18,11 +18,11 @@ import { SPOOL_NEAR_FULL_SHARE } from "../buffer/spool.ts";
 
 /** What the spool reports; the spool's own stats object fits as it is. */
 export interface SpoolGauges {
-  /** Bytes its files take (and frames waiting to be written). */
+  /** Bytes its files take. */
   readonly bytes: number;
   /** `SPOOL_MAX_BYTES`. */
   readonly maxBytes: number;
-  /** Per sink: accepted events it has not confirmed yet. */
+  /** Per sink: records it has not confirmed yet. */
   readonly behind: Readonly<Record<string, number>>;
   /** Per sink: events it will never get (evicted from a full spool); omitted if not kept. */
   readonly lost?: Readonly<Record<string, number>>;

@@ -14,9 +14,12 @@
  * @module
  */
 import { decodeDatagram } from "../datagram.ts";
+import { sleep } from "./backoff.ts";
 import type { MiningEvent } from "../events.ts";
 import type { Sink } from "../sink.ts";
+import { followSpool } from "../buffer/follow.ts";
 import type { SpoolReader } from "../buffer/reader.ts";
+import type { SpoolRecord } from "../buffer/spool.ts";
 import type { SpoolSignals } from "../buffer/signals.ts";
 
 /** How often the feed looks at its sink's progress when no record arrives. */
@@ -59,7 +62,6 @@ export class SinkFeed {
   readonly #signals: SpoolSignals;
   readonly #readerIndex: number;
   readonly #memoryLimit: number;
-  readonly #lingerMs: number;
   /** Position when the feed started; the sink had settled nothing then. */
   readonly #start: number;
   /** Events pushed so far. */
@@ -72,7 +74,6 @@ export class SinkFeed {
   #running = true;
   readonly #loop: Promise<void>;
   readonly #timer: ReturnType<typeof setInterval>;
-  readonly #channel = new MessageChannel();
 
   constructor(options: SinkFeedOptions) {
     this.#sink = options.sink;
@@ -80,13 +81,24 @@ export class SinkFeed {
     this.#signals = options.signals;
     this.#readerIndex = options.readerIndex;
     this.#memoryLimit = options.memoryLimit;
-    this.#lingerMs = options.lingerMs;
     this.#start = this.#reader.next;
     this.#position = this.#start;
     this.#signals.ack(this.#readerIndex, this.#position);
     // Also what keeps this thread's event loop alive while it waits on the signals.
     this.#timer = setInterval(() => this.#settle(), IDLE_MS);
-    this.#loop = this.#run();
+    this.#loop = followSpool({
+      reader: this.#reader,
+      signals: this.#signals,
+      idleMs: IDLE_MS,
+      lingerMs: options.lingerMs,
+      running: () => this.#running,
+      look: () => this.#settle(),
+      room: () => {
+        const room = this.#memoryLimit - this.#sink.stats().pending;
+        return room < this.#memoryLimit / 2 ? 0 : room;
+      },
+      take: (records, from) => this.#feed(records, from),
+    });
   }
 
   stats(): FeedStats {
@@ -105,7 +117,7 @@ export class SinkFeed {
       this.#settle();
       if (this.#position >= until || signal?.aborted) return;
       // The feed has not read that far yet: it reads as soon as the sink has room.
-      await new Promise((resolve) => setTimeout(resolve, DRAIN_POLL_MS));
+      await sleep(DRAIN_POLL_MS, signal);
     }
   }
 
@@ -119,38 +131,8 @@ export class SinkFeed {
     this.#reader.close();
   }
 
-  async #run(): Promise<void> {
-    while (this.#running) {
-      this.#settle();
-      const room = this.#memoryLimit - this.#sink.stats().pending;
-      const head = this.#signals.head();
-      if (this.#reader.next >= head || room < this.#memoryLimit / 2) {
-        await this.#signals.waitForHead(head, IDLE_MS);
-        continue;
-      }
-      this.#feed(room);
-      if (this.#lingerMs > 0 && !this.#reader.behind) {
-        await new Promise((resolve) => setTimeout(resolve, this.#lingerMs));
-      } else {
-        // The sink's own I/O runs between two reads, however fast records come.
-        await this.#yield();
-      }
-    }
-    this.#channel.port1.close();
-  }
-
-  /** A task boundary without a timer's clamping: one message to itself. */
-  #yield(): Promise<void> {
-    return new Promise((resolve) => {
-      this.#channel.port1.onmessage = () => resolve();
-      this.#channel.port2.postMessage(0);
-    });
-  }
-
-  /** Reads up to `room` records and pushes the events among them. */
-  #feed(room: number): void {
-    const from = this.#reader.next;
-    const records = this.#reader.read(room);
+  /** Pushes the events among records read from `from` on. */
+  #feed(records: readonly SpoolRecord[], from: number): void {
     const events: MiningEvent[] = [];
     let expected = from;
     for (const record of records) {
