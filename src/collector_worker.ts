@@ -13,8 +13,8 @@ import { Collector } from "./collector.ts";
 import type { FromCentre, ToCentre } from "./collector_thread.ts";
 import { configureLogging } from "./ops/log.ts";
 
-/** Records validated in one go before the thread looks at its messages again. */
-const READ_RECORDS = 10_000;
+/** Bytes of records validated in one go before the thread looks at its messages again. */
+const READ_BYTES = 4 * 1024 * 1024;
 /** How often changed counters are posted. */
 const REPORT_MS = 100;
 /** How long a wait for new records lasts before the thread looks around again. */
@@ -70,7 +70,7 @@ scope.onmessage = async (event) => {
         lingerMs: LINGER_MS,
         running: () => running,
         look: answerDrains,
-        room: () => READ_RECORDS,
+        room: () => READ_BYTES,
         take: (records) => {
           collector.ingest(records);
           answerDrains();

@@ -79,7 +79,7 @@ export function startSinkThreads(
         readerIndex: spool.readerIndex(name),
         position: spool.position(name),
       },
-      memoryLimit: config.maxPendingEvents,
+      memoryLimitBytes: config.sinkMemoryBytes,
       lingerMs: LINGER_MS[name],
       logLevel: config.logLevel,
       onFatal,

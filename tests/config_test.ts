@@ -35,7 +35,7 @@ Deno.test("values are read from the environment; empty means default", () => {
     BATCH_FLUSH_INTERVAL: "0.25",
     BATCH_MAX_SIZE: "2000",
     REDIS_STREAM_MAXLEN: "5000",
-    MAX_PENDING_EVENTS: "20000",
+    SINK_MEMORY_BYTES: "8388608",
     STATS_INTERVAL: "0",
     SHUTDOWN_TIMEOUT: "5",
     SOCKET_RCVBUF: "",
@@ -46,7 +46,7 @@ Deno.test("values are read from the environment; empty means default", () => {
   assert.equal(config.batchFlushIntervalMs, 250);
   assert.equal(config.batchMaxSize, 2000);
   assert.equal(config.redisStreamMaxLen, 5000);
-  assert.equal(config.maxPendingEvents, 20_000);
+  assert.equal(config.sinkMemoryBytes, 8 * 1024 * 1024);
   assert.equal(config.statsIntervalMs, 0);
   assert.equal(config.shutdownTimeoutMs, 5000);
   assert.equal(config.socketReceiveBuffer, 8 * 1024 * 1024);
@@ -78,7 +78,7 @@ const invalid: Array<[string, string]> = [
   ["BATCH_MAX_SIZE", "1e9"],
   ["BATCH_MAX_SIZE", " "],
   ["REDIS_STREAM_MAXLEN", "-5"],
-  ["MAX_PENDING_EVENTS", "10"],
+  ["SINK_MEMORY_BYTES", "1000"],
   ["STATS_INTERVAL", "-1"],
   ["SHUTDOWN_TIMEOUT", "NaN"],
 ];

@@ -89,7 +89,7 @@ function spoolRange(
   spool: WritableSpool,
   from: number,
   to: number,
-  { batch = 50, invalidEvery = 0 } = {},
+  { batch = FRAME_RECORDS, invalidEvery = 0 } = {},
 ): void {
   for (let start = from; start < to; start += batch) {
     const datagrams: Uint8Array[] = [];
@@ -119,14 +119,22 @@ function openSpool(dir: string, readers: string[], maxBytes = 64 * 1024 * 1024):
   );
 }
 
-/** A feed for `sink` from its saved position, as its thread would run it. */
-function feedOf(spool: Spool, sink: Sink, memoryLimit: number): SinkFeed {
+/** Bytes of the largest test datagram; memory limits below are so many of them. */
+const RECORD_BYTES = datagram(99_999).length;
+/** Records in one frame of {@link spoolRange}: what a read may take beyond the limit. */
+const FRAME_RECORDS = 50;
+
+/**
+ * A feed for `sink` from its saved position, as its thread would run it, holding about
+ * `records` test datagrams in memory.
+ */
+function feedOf(spool: Spool, sink: Sink, records: number): SinkFeed {
   return new SinkFeed({
     sink,
     reader: new SpoolReader(spool.dir, spool.position(sink.name), spool.signals),
     signals: spool.signals,
     readerIndex: spool.readerIndex(sink.name),
-    memoryLimit,
+    memoryLimitBytes: records * RECORD_BYTES,
     lingerMs: 0,
   });
 }
@@ -161,7 +169,10 @@ Deno.test("a sink whose backend is away holds at most the memory limit, then get
     spoolRange(spool, 1, 5001);
     await waitFor(() => live.delivered.length === 5000, { what: "5000 events in the live sink" });
     await waitFor(() => away.peakPending >= 100, { what: "the away sink to fill up" });
-    assert.ok(away.peakPending <= 200, `held ${away.peakPending} in memory`);
+    assert.ok(away.peakPending <= 200 + FRAME_RECORDS, `held ${away.peakPending} in memory`);
+    const held = feeds[0].stats().heldBytes;
+    assert.ok(held > 0 && held <= (200 + FRAME_RECORDS) * RECORD_BYTES, `held ${held} bytes`);
+    assert.ok(away.peakPending < 5000 / 2, "the limit is what stopped the feed");
     assert.equal(feeds[0].stats().behind, true);
     await feeds[1].drain(spool.head, AbortSignal.timeout(10_000));
     takeAcks(spool, "away", "live");
@@ -170,8 +181,9 @@ Deno.test("a sink whose backend is away holds at most the memory limit, then get
     away.up = true;
     await feeds[0].drain(spool.head, AbortSignal.timeout(20_000));
     assert.deepEqual(seqs(away.delivered), range(1, 5001), "all, in order, once");
-    assert.ok(away.peakPending <= 200, `held ${away.peakPending} in memory`);
+    assert.ok(away.peakPending <= 200 + FRAME_RECORDS, `held ${away.peakPending} in memory`);
     assert.equal(feeds[0].stats().behind, false);
+    assert.equal(feeds[0].stats().heldBytes, 0, "everything settled, nothing held");
     takeAcks(spool, "away");
     assert.equal(spool.position("away"), spool.head);
     await Promise.all(feeds.map((feed) => feed.close()));

@@ -22,7 +22,7 @@ export interface FollowOptions {
   running(): boolean;
   /** Called first in every turn of the loop. */
   look(): void;
-  /** How many records may be read now; 0 waits. */
+  /** About how many bytes of records may be read now (whole frames); 0 waits. */
   room(): number;
   /** Takes what one read returned; `from` is where the read started. */
   take(records: readonly SpoolRecord[], from: number): void;
@@ -48,7 +48,7 @@ export async function followSpool(options: FollowOptions): Promise<void> {
         continue;
       }
       const from = reader.next;
-      options.take(reader.read(room), from);
+      options.take(reader.read(Number.MAX_SAFE_INTEGER, room), from);
       if (options.lingerMs > 0 && !reader.behind) {
         await new Promise((resolve) => setTimeout(resolve, options.lingerMs));
       } else {

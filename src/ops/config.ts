@@ -30,10 +30,10 @@ export interface Config {
   /** `REDIS_STREAM_MAXLEN`: approximate cap of each stream. */
   readonly redisStreamMaxLen: number;
   /**
-   * `MAX_PENDING_EVENTS`: events a sink holds in memory; with that many, its thread stops
-   * reading the spool.
+   * `SINK_MEMORY_BYTES`: datagram bytes each sink holds in memory (the events it took and its
+   * backend has not confirmed); with that many, its thread stops reading the spool.
    */
-  readonly maxPendingEvents: number;
+  readonly sinkMemoryBytes: number;
   /** `STATS_INTERVAL`, in milliseconds (seconds in the environment); 0 turns it off. */
   readonly statsIntervalMs: number;
   /** `SHUTDOWN_TIMEOUT`, in milliseconds (seconds in the environment). */
@@ -199,9 +199,9 @@ export const VARIABLES = {
     fallback: "100000",
     parse: number({ min: 1, max: Number.MAX_SAFE_INTEGER, integer: true }),
   },
-  MAX_PENDING_EVENTS: {
-    fallback: "50000",
-    parse: number({ min: 1000, max: 100_000_000, integer: true }),
+  SINK_MEMORY_BYTES: {
+    fallback: String(16 * MiB),
+    parse: number({ min: MiB, max: 16 * 1024 * MiB, integer: true }),
   },
   STATS_INTERVAL: { fallback: "60", parse: seconds(0, 86_400) },
   SHUTDOWN_TIMEOUT: { fallback: "30", parse: seconds(0, 3600) },
@@ -250,7 +250,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
     batchFlushIntervalMs: v.BATCH_FLUSH_INTERVAL,
     batchMaxSize: v.BATCH_MAX_SIZE,
     redisStreamMaxLen: v.REDIS_STREAM_MAXLEN,
-    maxPendingEvents: v.MAX_PENDING_EVENTS,
+    sinkMemoryBytes: v.SINK_MEMORY_BYTES,
     statsIntervalMs: v.STATS_INTERVAL,
     shutdownTimeoutMs: v.SHUTDOWN_TIMEOUT,
     socketGroup: v.SOCKET_GROUP,

@@ -3,9 +3,10 @@
  * thread wrote, decodes them, pushes the valid ones and acknowledges, through the spool's
  * signals, the position its sink has confirmed. Nothing of it runs on the main thread.
  *
- * - The sink holds at most `memoryLimit` events; the feed reads on when it has room for half
- *   of that again, so a sink whose backend is away costs memory only up to the limit, and
- *   catches up from the files, in order, when it is back.
+ * - The sink holds about `memoryLimitBytes` of datagrams at most (the events it took and has
+ *   not settled, counted by the size of their records, give or take one frame); the feed
+ *   reads on when it has room for half of that again, so a sink whose backend is away costs
+ *   memory only up to the limit, and catches up from the files, in order, when it is back.
  * - The position moves with what the sink reports as settled (`written` + `dropped`, counted
  *   in push order), past every record that is not an event (invalid datagrams, or records a
  *   full spool deleted before this sink got them, which count as lost).
@@ -35,8 +36,8 @@ export interface SinkFeedOptions {
   readonly signals: SpoolSignals;
   /** This sink's slot in the signals. */
   readonly readerIndex: number;
-  /** Events the sink may hold before the feed stops reading. */
-  readonly memoryLimit: number;
+  /** Datagram bytes the sink may hold before the feed stops reading. */
+  readonly memoryLimitBytes: number;
   /**
    * After a read that left nothing behind, how long the feed waits before it reads again, so
    * that records arriving one by one are taken a few at a time: every wake-up of a thread
@@ -53,6 +54,8 @@ export interface FeedStats {
   readonly lost: number;
   /** Whether written records wait that the feed has not read. */
   readonly behind: boolean;
+  /** Datagram bytes of the events the sink holds. */
+  readonly heldBytes: number;
 }
 
 /** Reads the spool into one sink until closed. */
@@ -61,7 +64,7 @@ export class SinkFeed {
   readonly #reader: SpoolReader;
   readonly #signals: SpoolSignals;
   readonly #readerIndex: number;
-  readonly #memoryLimit: number;
+  readonly #memoryLimitBytes: number;
   /** Position when the feed started; the sink had settled nothing then. */
   readonly #start: number;
   /** Events pushed so far. */
@@ -69,6 +72,9 @@ export class SinkFeed {
   /** Records passed, each after so many events had been pushed. */
   readonly #gaps: { after: number; size: number }[] = [];
   #passedSettled = 0;
+  /** Bytes of the events handed and not settled, by push: settled once `end` events are. */
+  readonly #held: { end: number; bytes: number }[] = [];
+  #heldBytes = 0;
   #position: number;
   #lost = 0;
   #running = true;
@@ -80,7 +86,7 @@ export class SinkFeed {
     this.#reader = options.reader;
     this.#signals = options.signals;
     this.#readerIndex = options.readerIndex;
-    this.#memoryLimit = options.memoryLimit;
+    this.#memoryLimitBytes = options.memoryLimitBytes;
     this.#start = this.#reader.next;
     this.#position = this.#start;
     this.#signals.ack(this.#readerIndex, this.#position);
@@ -94,15 +100,20 @@ export class SinkFeed {
       running: () => this.#running,
       look: () => this.#settle(),
       room: () => {
-        const room = this.#memoryLimit - this.#sink.stats().pending;
-        return room < this.#memoryLimit / 2 ? 0 : room;
+        const room = this.#memoryLimitBytes - this.#heldBytes;
+        return room < this.#memoryLimitBytes / 2 ? 0 : room;
       },
       take: (records, from) => this.#feed(records, from),
     });
   }
 
   stats(): FeedStats {
-    return { position: this.#position, lost: this.#lost, behind: this.#reader.behind };
+    return {
+      position: this.#position,
+      lost: this.#lost,
+      behind: this.#reader.behind,
+      heldBytes: this.#heldBytes,
+    };
   }
 
   /**
@@ -135,18 +146,24 @@ export class SinkFeed {
   #feed(records: readonly SpoolRecord[], from: number): void {
     const events: MiningEvent[] = [];
     let expected = from;
+    let bytes = 0;
     for (const record of records) {
       if (record.index > expected) this.#pass(events.length, record.index - expected, true);
       expected = record.index + 1;
       const decoded = decodeDatagram(record.bytes, record.truncated);
-      if (decoded.ok) events.push(decoded.event);
-      else this.#pass(events.length, 1, false);
+      if (decoded.ok) {
+        events.push(decoded.event);
+        bytes += record.bytes.length;
+      } else this.#pass(events.length, 1, false);
     }
     if (this.#reader.next > expected) {
       this.#pass(events.length, this.#reader.next - expected, true);
     }
-    if (events.length > 0) this.#sink.push(events);
+    if (events.length === 0) return;
+    this.#sink.push(events);
     this.#handed += events.length;
+    this.#held.push({ end: this.#handed, bytes });
+    this.#heldBytes += bytes;
   }
 
   /** Records a run of `size` records that are not events, after `pushed` of this read's. */
@@ -159,6 +176,9 @@ export class SinkFeed {
   #settle(): void {
     const stats = this.#sink.stats();
     const settled = stats.written + stats.dropped;
+    while (this.#held.length > 0 && this.#held[0].end <= settled) {
+      this.#heldBytes -= this.#held.shift()!.bytes;
+    }
     while (this.#gaps.length > 0 && this.#gaps[0].after <= settled) {
       this.#passedSettled += this.#gaps.shift()!.size;
     }

@@ -19,6 +19,11 @@ export class PendingQueue<T> {
     return this.#items.length - this.#head;
   }
 
+  /** Items removed so far: the position of the first item from the start of the queue. */
+  get removed(): number {
+    return this.#removed;
+  }
+
   /** Whether a {@link drained} call is still waiting. */
   get awaited(): boolean {
     return this.#waiters.size > 0;
@@ -30,9 +35,10 @@ export class PendingQueue<T> {
     this.#taken += items.length;
   }
 
-  /** The first `count` items, without removing them. */
-  peek(count: number): T[] {
-    return this.#items.slice(this.#head, this.#head + count);
+  /** `count` items from the `skip`th, without removing them. */
+  peek(count: number, skip = 0): T[] {
+    const from = this.#head + skip;
+    return this.#items.slice(from, from + count);
   }
 
   /** Removes the first `count` items: they were delivered, or given up. */

@@ -45,7 +45,7 @@ type ToWorker =
     readonly name: string;
     readonly options: unknown;
     readonly spool: SpoolPlace;
-    readonly memoryLimit: number;
+    readonly memoryLimitBytes: number;
     readonly lingerMs: number;
     readonly logLevel?: LogLevel;
     readonly nice: number;
@@ -72,8 +72,8 @@ export interface SinkThreadOptions<T> {
   /** Passed to the worker's sink factory; must survive structured cloning. */
   readonly options: T;
   readonly spool: SpoolPlace;
-  /** Events the sink may hold in memory before its feed stops reading. */
-  readonly memoryLimit: number;
+  /** Datagram bytes the sink may hold in memory before its feed stops reading. */
+  readonly memoryLimitBytes: number;
   /** See {@link import("./feed.ts").SinkFeedOptions.lingerMs}. */
   readonly lingerMs: number;
   /** The worker logs at this level (default: its own logging stays unconfigured). */
@@ -111,6 +111,7 @@ export function startSinkThread<T>(options: SinkThreadOptions<T>): SinkThread {
     position: options.spool.position,
     lost: 0,
     behind: false,
+    heldBytes: 0,
   };
   const peer: WorkerPeer<ToWorker, FromWorker> = new WorkerPeer({
     module: options.worker,
@@ -127,7 +128,7 @@ export function startSinkThread<T>(options: SinkThreadOptions<T>): SinkThread {
     name: options.name,
     options: options.options,
     spool: options.spool,
-    memoryLimit: options.memoryLimit,
+    memoryLimitBytes: options.memoryLimitBytes,
     lingerMs: options.lingerMs,
     logLevel: options.logLevel,
     nice: backgroundNice(),
@@ -190,7 +191,7 @@ export function serveSinkThread<T>(createSink: (options: T) => Sink): void {
           reader: new SpoolReader(message.spool.dir, message.spool.position, signals),
           signals,
           readerIndex: message.spool.readerIndex,
-          memoryLimit: message.memoryLimit,
+          memoryLimitBytes: message.memoryLimitBytes,
           lingerMs: message.lingerMs,
         });
         return;

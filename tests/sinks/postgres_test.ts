@@ -649,6 +649,57 @@ Deno.test("postgres sink writes once batchMaxSize events wait, in one transactio
   }
 });
 
+Deno.test("postgres sink encodes the next batch while the database works on the one before", async () => {
+  const { service, sql } = await startDatabase();
+  const sink = sinkFor(service.url, { batchMaxSize: 100, maxWriteEvents: 100 });
+  // Holds every COPY into mining_events until released: the first batch waits in the server.
+  const locker = postgres(service.url, { max: 1, onnotice: () => {} });
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => release = resolve);
+  let locked!: () => void;
+  const isLocked = new Promise<void>((resolve) => locked = resolve);
+  const holding = locker.begin(async (tx) => {
+    await tx`LOCK TABLE mining_events IN ACCESS EXCLUSIVE MODE`;
+    locked();
+    await released;
+  });
+  try {
+    await isLocked;
+    // The second batch's events record when the encoder reads their data.
+    let readsOfSecond = 0;
+    const second = shares(100, 100).map((event) => ({
+      ...event,
+      get data() {
+        readsOfSecond++;
+        return event.data;
+      },
+    }));
+    sink.push(shares(0, 100));
+    sink.push(second);
+    await waitFor(async () => {
+      const [{ n }] = await sql`
+        SELECT count(*)::int AS n FROM pg_locks WHERE NOT granted AND relation = 'mining_events'::regclass`;
+      return n > 0;
+    }, { what: "the first batch waiting for the lock" });
+    await waitFor(() => readsOfSecond >= 100, { what: "the second batch encoded meanwhile" });
+    assert.equal(sink.stats().written, 0, "the first batch is still in the database");
+    release();
+    await holding;
+    await sink.flush(AbortSignal.timeout(20_000));
+    assert.deepEqual(counts(sink), { written: 200, retried: 0, pending: 0, dropped: 0 });
+    const [{ n, transactions }] = await sql`
+      SELECT count(*)::int AS n, count(DISTINCT xmin::text)::int AS transactions FROM shares`;
+    assert.deepEqual([n, transactions], [200, 2]);
+  } finally {
+    release();
+    await holding.catch(() => {});
+    await locker.end();
+    await sink.close();
+    await sql.end();
+    await stopPostgres(service);
+  }
+});
+
 Deno.test("postgres sink writes flushIntervalMs after the first waiting event", async () => {
   const { service, sql } = await startDatabase();
   const sink = sinkFor(service.url, { batchMaxSize: 10_000, flushIntervalMs: 150 });

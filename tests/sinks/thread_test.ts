@@ -59,7 +59,7 @@ async function withSinkThread(
       readerIndex: 0,
       position: spool.position("postgres"),
     },
-    memoryLimit: 1000,
+    memoryLimitBytes: 1024 * 1024,
     lingerMs: 0,
     onFatal: options.fatal ?? (() => {}),
   });

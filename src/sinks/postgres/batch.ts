@@ -127,13 +127,16 @@ export function copyTimestamp(ts: number): string {
 /** Columns of `mining_events` in the order {@link eventsCopy} writes them. */
 export const EVENT_COPY_COLUMNS = "ts, event_type, source, emitter, seq, payload, event_id";
 
-/** `mining_events` rows in COPY text format; payloads are cleaned like {@link toJson}. */
-export function eventsCopy(rows: readonly EventRow[]): string {
+/**
+ * `mining_events` rows `from` to `to` (all by default) in COPY text format, each line ended;
+ * payloads are cleaned like {@link toJson}.
+ */
+export function eventsCopy(rows: readonly EventRow[], from = 0, to = rows.length): string {
   // Joining arrays is several times faster here than concatenating into one string.
-  const lines = new Array<string>(rows.length + 1);
-  for (let i = 0; i < rows.length; i++) {
+  const lines = new Array<string>(Math.max(0, to - from) + 1);
+  for (let i = from; i < to; i++) {
     const r = rows[i];
-    lines[i] = [
+    lines[i - from] = [
       copyTimestamp(r.t),
       copyText(r.e),
       copyText(r.s),
@@ -143,7 +146,7 @@ export function eventsCopy(rows: readonly EventRow[]): string {
       copyText(r.i),
     ].join("\t");
   }
-  lines[rows.length] = "";
+  lines[lines.length - 1] = "";
   return lines.join("\n");
 }
 
@@ -152,12 +155,12 @@ export const SHARE_COPY_COLUMNS =
   "time, btc_address, worker_name, difficulty, share_diff, is_valid, is_block, " +
   "reject_reason, ip_address, source, emitter, seq, event_id";
 
-/** `shares` rows in COPY text format. */
-export function sharesCopy(rows: readonly ShareRow[]): string {
-  const lines = new Array<string>(rows.length + 1);
-  for (let i = 0; i < rows.length; i++) {
+/** `shares` rows `from` to `to` (all by default) in COPY text format, each line ended. */
+export function sharesCopy(rows: readonly ShareRow[], from = 0, to = rows.length): string {
+  const lines = new Array<string>(Math.max(0, to - from) + 1);
+  for (let i = from; i < to; i++) {
     const r = rows[i];
-    lines[i] = [
+    lines[i - from] = [
       copyTimestamp(r.t),
       copyText(r.u),
       copyText(r.w),
@@ -173,7 +176,7 @@ export function sharesCopy(rows: readonly ShareRow[]): string {
       copyText(r.i),
     ].join("\t");
   }
-  lines[rows.length] = "";
+  lines[lines.length - 1] = "";
   return lines.join("\n");
 }
 
@@ -212,9 +215,14 @@ export function withoutRepeats(
 /** Monday (UTC) of the ISO week that contains `ts`, as `YYYY-MM-DD`. */
 export function isoWeekStart(ts: number): string {
   const day = Math.floor(ts / 86_400); // days since 1970-01-01, a Thursday
+  if (day === lastWeekDay) return lastWeekStart; // a batch spans one day or two
   const monday = day - ((day + 3) % 7); // (day + 3) % 7 is 0 on Mondays
-  return new Date(monday * 86_400_000).toISOString().slice(0, 10);
+  lastWeekDay = day;
+  lastWeekStart = new Date(monday * 86_400_000).toISOString().slice(0, 10);
+  return lastWeekStart;
 }
+let lastWeekDay = NaN;
+let lastWeekStart = "";
 
 /** A `mining_events` row. Keys are short: the rows travel as one JSON document. */
 export interface EventRow {
@@ -443,21 +451,24 @@ function applyWorkerEvent(acc: WorkerAcc, type: string, ts: number, data: Record
 }
 
 /**
- * Splits a batch into table rows. Events must have a storable ts ({@link isStorableTs}).
- * Strings are cleaned before they are used as keys, so keys that differ only by a NUL
- * become one row rather than two rows that collide in the database.
+ * Splits a batch into table rows, one event at a time ({@link BatchBuilder.add}), so that a
+ * big batch can be built in slices between which other work runs. Events must have a
+ * storable ts ({@link isStorableTs}). Strings are cleaned before they are used as keys, so
+ * keys that differ only by a NUL become one row rather than two rows that collide in the
+ * database.
  */
-export function buildBatch(batch: readonly MiningEvent[]): BatchRows {
-  const events: EventRow[] = new Array(batch.length);
-  const shares: ShareRow[] = [];
-  const users = new Map<string, UserRow>();
-  const workers = new Map<string, WorkerAcc>();
-  const blocks: BlockRow[] = [];
-  const blocksByHash = new Map<string, BlockRow>();
-  const weekly = new Map<string, WeeklyRow>();
+export class BatchBuilder {
+  /** Rows so far, in event order; the aggregated tables come from {@link rows}. */
+  readonly events: EventRow[] = [];
+  readonly shares: ShareRow[] = [];
+  readonly #users = new Map<string, UserRow>();
+  readonly #workers = new Map<string, WorkerAcc>();
+  readonly #blocks: BlockRow[] = [];
+  readonly #blocksByHash = new Map<string, BlockRow>();
+  readonly #weekly = new Map<string, WeeklyRow>();
 
-  for (let i = 0; i < batch.length; i++) {
-    const event = batch[i];
+  /** Adds one event's rows. */
+  add(event: MiningEvent): void {
     const data = event.data ?? {};
     const type = cleanText(event.event);
     const ts = event.ts;
@@ -465,20 +476,20 @@ export function buildBatch(batch: readonly MiningEvent[]): BatchRows {
     const emitter = event.emitter === undefined ? null : cleanText(event.emitter);
     const seq = event.seq ?? null;
     const id = storedId(event);
-    events[i] = { t: ts, e: type, s: source, m: emitter, q: seq, p: data, i: id };
+    this.events.push({ t: ts, e: type, s: source, m: emitter, q: seq, p: data, i: id });
 
     const user = str(data.user);
     if (user !== "") {
-      const known = users.get(user);
-      if (!known) users.set(user, { u: user, t: ts });
+      const known = this.#users.get(user);
+      if (!known) this.#users.set(user, { u: user, t: ts });
       else if (ts > known.t) known.t = ts;
     }
     const worker = str(data.worker);
 
     if (user !== "" && worker !== "" && WORKER_EVENTS.has(type)) {
       const key = `${user}\0${worker}`; // cleaned strings hold no NUL
-      let acc = workers.get(key);
-      if (!acc) workers.set(key, acc = newWorker(user, worker, source, ts));
+      let acc = this.#workers.get(key);
+      if (!acc) this.#workers.set(key, acc = newWorker(user, worker, source, ts));
       if (ts >= acc.sourceTs) {
         acc.s = source;
         acc.sourceTs = ts;
@@ -489,7 +500,7 @@ export function buildBatch(batch: readonly MiningEvent[]): BatchRows {
     if (type === "share_submitted") {
       const accepted = data.accepted === true;
       const sdiff = num(data.sdiff);
-      shares.push({
+      this.shares.push({
         t: ts,
         u: user,
         w: worker,
@@ -504,24 +515,11 @@ export function buildBatch(batch: readonly MiningEvent[]): BatchRows {
         q: seq,
         i: id,
       });
-      if (accepted && user !== "") {
-        const wk = isoWeekStart(ts);
-        const key = `${user}\0${wk}`;
-        const row = weekly.get(key);
-        if (!row) weekly.set(key, { u: user, wk, b: sdiff, bt: ts, n: 1 });
-        else {
-          row.n++;
-          if (sdiff > row.b || (sdiff === row.b && ts < row.bt)) {
-            row.b = sdiff;
-            row.bt = ts;
-          }
-        }
-      }
+      if (accepted && user !== "") this.#addWeekly(user, ts, sdiff);
     } else if (type === "block_found") {
-      const hash = orNull(str(data.hash));
-      const row: BlockRow = {
+      this.#addBlock({
         h: num(data.height),
-        hash,
+        hash: orNull(str(data.hash)),
         u: orNull(user),
         w: orNull(worker),
         r: num(data.reward_sats),
@@ -530,38 +528,65 @@ export function buildBatch(batch: readonly MiningEvent[]): BatchRows {
         cb: orNull(str(data.coinbase_sig)),
         s: source,
         t: ts,
-      };
-      const same = hash === null ? undefined : blocksByHash.get(hash);
-      if (!same) {
-        blocks.push(row);
-        if (hash !== null) blocksByHash.set(hash, row);
-      } else {
-        // The first report wins; a later one only fills in what the first lacked.
-        same.u ??= row.u;
-        same.w ??= row.w;
-        same.cb ??= row.cb;
-        if (same.h === 0) same.h = row.h;
-        if (same.r === 0) same.r = row.r;
-        if (same.d === 0) same.d = row.d;
-        if (same.nd === 0) same.nd = row.nd;
-        same.t = Math.min(same.t, row.t);
+      });
+    }
+  }
+
+  /** Every table's rows; the aggregated ones sorted by key. */
+  rows(): BatchRows {
+    const workerRows: WorkerRow[] = [];
+    for (const acc of this.#workers.values()) {
+      const { stateTs: _s, diffTs: _d, ipTs: _i, uaTs: _u, sourceTs: _o, ...row } = acc;
+      workerRows.push(row);
+    }
+    // A stable key order keeps concurrent writers from deadlocking on these rows.
+    const byKey = (a: string, b: string) => a < b ? -1 : a > b ? 1 : 0;
+    return {
+      events: this.events,
+      shares: this.shares,
+      users: [...this.#users.values()].sort((a, b) => byKey(a.u, b.u)),
+      workers: workerRows.sort((a, b) => byKey(a.u, b.u) || byKey(a.w, b.w)),
+      blocks: this.#blocks,
+      weekly: [...this.#weekly.values()].sort((a, b) => byKey(a.u, b.u) || byKey(a.wk, b.wk)),
+    };
+  }
+
+  #addWeekly(user: string, ts: number, sdiff: number): void {
+    const wk = isoWeekStart(ts);
+    const key = `${user}\0${wk}`;
+    const row = this.#weekly.get(key);
+    if (!row) this.#weekly.set(key, { u: user, wk, b: sdiff, bt: ts, n: 1 });
+    else {
+      row.n++;
+      if (sdiff > row.b || (sdiff === row.b && ts < row.bt)) {
+        row.b = sdiff;
+        row.bt = ts;
       }
     }
   }
 
-  const workerRows: WorkerRow[] = [];
-  for (const acc of workers.values()) {
-    const { stateTs: _s, diffTs: _d, ipTs: _i, uaTs: _u, sourceTs: _o, ...row } = acc;
-    workerRows.push(row);
+  #addBlock(row: BlockRow): void {
+    const same = row.hash === null ? undefined : this.#blocksByHash.get(row.hash);
+    if (!same) {
+      this.#blocks.push(row);
+      if (row.hash !== null) this.#blocksByHash.set(row.hash, row);
+      return;
+    }
+    // The first report wins; a later one only fills in what the first lacked.
+    same.u ??= row.u;
+    same.w ??= row.w;
+    same.cb ??= row.cb;
+    if (same.h === 0) same.h = row.h;
+    if (same.r === 0) same.r = row.r;
+    if (same.d === 0) same.d = row.d;
+    if (same.nd === 0) same.nd = row.nd;
+    same.t = Math.min(same.t, row.t);
   }
-  // A stable key order keeps concurrent writers from deadlocking on these rows.
-  const byKey = (a: string, b: string) => a < b ? -1 : a > b ? 1 : 0;
-  return {
-    events,
-    shares,
-    users: [...users.values()].sort((a, b) => byKey(a.u, b.u)),
-    workers: workerRows.sort((a, b) => byKey(a.u, b.u) || byKey(a.w, b.w)),
-    blocks,
-    weekly: [...weekly.values()].sort((a, b) => byKey(a.u, b.u) || byKey(a.wk, b.wk)),
-  };
+}
+
+/** Every table's rows for `batch` at once (see {@link BatchBuilder}). */
+export function buildBatch(batch: readonly MiningEvent[]): BatchRows {
+  const builder = new BatchBuilder();
+  for (const event of batch) builder.add(event);
+  return builder.rows();
 }

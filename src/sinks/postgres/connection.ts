@@ -88,13 +88,17 @@ export class PgConnection {
     return result.rows as Row[];
   }
 
-  /** Streams `data` (COPY text format) into the server with `statement` (`COPY ... FROM STDIN`). */
-  copyIn(statement: string, data: string): Promise<void> {
+  /**
+   * Streams `data` (COPY text format, in pieces) into the server with `statement`
+   * (`COPY ... FROM STDIN`).
+   */
+  copyIn(statement: string, data: readonly string[]): Promise<void> {
     return new Promise((resolve, reject) => {
       const stream = this.#client.query(copyFrom(statement));
       stream.once("finish", resolve);
       stream.once("error", reject);
-      stream.end(data);
+      for (const piece of data) stream.write(piece);
+      stream.end();
     });
   }
 
