@@ -15,7 +15,11 @@ export const SOL_SOCKET = 1;
 export const SO_SNDBUF = 7;
 export const SO_RCVBUF = 8;
 export const SO_PASSCRED = 16;
+export const SO_TYPE = 3;
+export const SO_DOMAIN = 39;
+export const SO_PEEK_OFF = 42;
 export const SO_RCVBUFFORCE = 33;
+export const MSG_PEEK = 0x2;
 export const MSG_TRUNC = 0x20;
 export const MSG_DONTWAIT = 0x40;
 export const POLLIN = 0x1;
@@ -75,6 +79,7 @@ const ERRNO_NAMES: Record<number, string> = {
   32: "EPIPE",
   36: "ENAMETOOLONG",
   88: "ENOTSOCK",
+  97: "EAFNOSUPPORT",
   90: "EMSGSIZE",
   91: "EPROTOTYPE",
   98: "EADDRINUSE",
@@ -97,6 +102,7 @@ const symbols = {
   setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
   getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
   recvmmsg: { parameters: ["i32", "buffer", "u32", "i32", "pointer"], result: "i32" },
+  getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
   poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
   sendto: {
     parameters: ["i32", "buffer", "usize", "i32", "buffer", "u32"],
@@ -176,9 +182,14 @@ export function cString(path: string): Uint8Array<ArrayBuffer> {
   return new TextEncoder().encode(`${path}\0`);
 }
 
-/** Encodes a filesystem path as a `struct sockaddr_un`. */
+/**
+ * Encodes a filesystem path as a `struct sockaddr_un`; a path starting with `@` names an
+ * abstract socket (systemd's `NOTIFY_SOCKET` may be one), whose address length is
+ * {@link sockaddrLength}.
+ */
 export function sockaddrUn(path: string): Uint8Array<ArrayBuffer> {
   const encoded = new TextEncoder().encode(path);
+  if (path.startsWith("@")) encoded[0] = 0;
   if (encoded.length > SUN_PATH_MAX) {
     throw new SocketError(
       `socket path ${path}`,
@@ -186,11 +197,19 @@ export function sockaddrUn(path: string): Uint8Array<ArrayBuffer> {
       `it is ${encoded.length} bytes and sun_path holds at most ${SUN_PATH_MAX}: choose a shorter path`,
     );
   }
-  if (encoded.includes(0)) throw new Error(`socket path ${JSON.stringify(path)} holds a NUL byte`);
+  if (encoded.includes(0, path.startsWith("@") ? 1 : 0)) {
+    throw new Error(`socket path ${JSON.stringify(path)} holds a NUL byte`);
+  }
   const address = new Uint8Array(SOCKADDR_UN_SIZE);
   new DataView(address.buffer).setUint16(0, AF_UNIX, true);
   address.set(encoded, 2);
   return address;
+}
+
+/** Bytes of the address {@link sockaddrUn} makes that `bind`, `connect` or `sendto` take. */
+export function sockaddrLength(path: string): number {
+  // An abstract name is exactly its bytes; a path is NUL-terminated within the structure.
+  return path.startsWith("@") ? 2 + new TextEncoder().encode(path).length : SOCKADDR_UN_SIZE;
 }
 
 /** Writes a native pointer to `view` at `offset`. */

@@ -19,6 +19,7 @@ import {
   loadLibc,
   MMSGHDR_SIZE,
   MSG_DONTWAIT,
+  MSG_PEEK,
   MSG_TRUNC,
   MSGHDR,
   POLLERR,
@@ -27,12 +28,16 @@ import {
   SCM_CREDENTIALS,
   setIntOption,
   setPointer,
+  SO_DOMAIN,
   SO_PASSCRED,
+  SO_PEEK_OFF,
   SO_RCVBUF,
   SO_RCVBUFFORCE,
   SO_SNDBUF,
+  SO_TYPE,
   SOCK_CLOEXEC,
   SOCK_DGRAM,
+  sockaddrLength,
   sockaddrUn,
   SocketError,
   SOL_SOCKET,
@@ -55,6 +60,12 @@ export interface BoundSocket {
   readonly path: string;
   /** `SO_RCVBUF` as the kernel reports it after the request. */
   readonly receiveBufferBytes: number;
+  /**
+   * Passed in by the process that holds it (systemd's socket activation): it outlives this
+   * process, so it is never unlinked or closed here, and what is queued on it at exit waits
+   * there for the next start.
+   */
+  readonly inherited: boolean;
 }
 
 function newDatagramSocket(): number {
@@ -127,11 +138,13 @@ export function bindDatagramSocket(path: string, options: BindOptions): BoundSoc
       );
     }
     Deno.chmodSync(path, options.mode);
-    // SO_RCVBUFFORCE passes net.core.rmem_max when we hold CAP_NET_ADMIN; else the capped one.
-    if (setIntOption(fd, SOL_SOCKET, SO_RCVBUFFORCE, options.receiveBufferBytes) !== 0) {
-      setIntOption(fd, SOL_SOCKET, SO_RCVBUF, options.receiveBufferBytes);
-    }
-    return { fd, path, receiveBufferBytes: getIntOption(fd, SOL_SOCKET, SO_RCVBUF) };
+    setReceiveBuffer(fd, options.receiveBufferBytes);
+    return {
+      fd,
+      path,
+      receiveBufferBytes: getIntOption(fd, SOL_SOCKET, SO_RCVBUF),
+      inherited: false,
+    };
   } catch (error) {
     libc.close(fd);
     try {
@@ -141,6 +154,67 @@ export function bindDatagramSocket(path: string, options: BindOptions): BoundSoc
     }
     throw error;
   }
+}
+
+/** Asks for a receive buffer of `bytes`; the kernel may grant less. */
+function setReceiveBuffer(fd: number, bytes: number): void {
+  // SO_RCVBUFFORCE passes net.core.rmem_max when we hold CAP_NET_ADMIN; else the capped one.
+  if (setIntOption(fd, SOL_SOCKET, SO_RCVBUFFORCE, bytes) !== 0) {
+    setIntOption(fd, SOL_SOCKET, SO_RCVBUF, bytes);
+  }
+}
+
+/**
+ * The path an `AF_UNIX` socket is bound to (`@name` for an abstract one, "" if unbound).
+ */
+function boundPath(fd: number): string {
+  const address = new Uint8Array(SOCKADDR_UN_BYTES);
+  const length = new Uint32Array([address.length]);
+  check(loadLibc().getsockname(fd, address, length), `getsockname on descriptor ${fd}`);
+  const name = address.subarray(2, Math.min(length[0], address.length));
+  if (name.length === 0) return "";
+  if (name[0] === 0) return `@${new TextDecoder().decode(name.subarray(1))}`;
+  const end = name.indexOf(0);
+  return new TextDecoder().decode(end < 0 ? name : name.subarray(0, end));
+}
+
+/** `sizeof(struct sockaddr_un)`. */
+const SOCKADDR_UN_BYTES = 110;
+
+/**
+ * Takes a datagram socket another process bound and passed in (systemd's socket
+ * activation): checks it is an `AF_UNIX` `SOCK_DGRAM` socket, turns on `SO_PASSCRED` (the
+ * holder should have: `PassCredentials=yes`) and asks for the receive buffer. Throws, naming
+ * the descriptor, when it is anything else.
+ */
+export function adoptDatagramSocket(
+  fd: number,
+  options: Pick<BindOptions, "receiveBufferBytes">,
+): BoundSocket {
+  let domain: number;
+  let type: number;
+  try {
+    domain = getIntOption(fd, SOL_SOCKET, SO_DOMAIN);
+    type = getIntOption(fd, SOL_SOCKET, SO_TYPE);
+  } catch (error) {
+    throw new Error(`descriptor ${fd} passed in is not a socket: ${(error as Error).message}`);
+  }
+  if (domain !== AF_UNIX || type !== SOCK_DGRAM) {
+    throw new Error(
+      `descriptor ${fd} passed in is not an AF_UNIX datagram socket (domain ${domain}, ` +
+        `type ${type}): the .socket unit needs ListenDatagram= with a path`,
+    );
+  }
+  const path = boundPath(fd);
+  if (path === "") throw new Error(`the socket passed in as descriptor ${fd} is not bound`);
+  check(setIntOption(fd, SOL_SOCKET, SO_PASSCRED, 1), `setsockopt SO_PASSCRED on ${path}`);
+  setReceiveBuffer(fd, options.receiveBufferBytes);
+  return {
+    fd,
+    path,
+    receiveBufferBytes: getIntOption(fd, SOL_SOCKET, SO_RCVBUF),
+    inherited: true,
+  };
 }
 
 /** Closes a socket descriptor. */
@@ -181,6 +255,12 @@ export const UNKNOWN_SENDER = -1;
  * Receives up to `slots` datagrams per system call with `recvmmsg`, into buffers it owns,
  * each with its sender's credentials when the socket has `SO_PASSCRED` (as
  * {@link bindDatagramSocket} sets it). Not thread-safe: one receiver per thread.
+ *
+ * A receive only peeks (`MSG_PEEK`, walking the queue with `SO_PEEK_OFF`): the datagrams
+ * stay queued until {@link BatchReceiver.consume} takes them off, which the caller does once
+ * it has stored them. A process killed in between leaves them on the socket, and when the
+ * socket outlives the process (socket activation) the next one receives them again; the
+ * peek offset is reset when a receiver is made, for that reason.
  */
 export class BatchReceiver {
   readonly #fd: number;
@@ -206,6 +286,10 @@ export class BatchReceiver {
   readonly #pollView: DataView;
   readonly #waitMs: number;
   #failures = 0;
+  /** Headers with no buffers at all: consuming discards the datagrams' bytes. */
+  readonly #discard: Uint8Array<ArrayBuffer>;
+  /** Datagrams of the last receive, not consumed yet. */
+  #peeked = 0;
 
   /**
    * @param fd a bound datagram socket
@@ -226,6 +310,7 @@ export class BatchReceiver {
     this.#iovecs = new Uint8Array(slots * IOVEC_SIZE);
     this.#headers = new Uint8Array(slots * MMSGHDR_SIZE);
     this.#headerView = new DataView(this.#headers.buffer);
+    this.#discard = new Uint8Array(slots * MMSGHDR_SIZE);
     this.#control = new Uint8Array(slots * CREDENTIALS_CMSG_SPACE);
     this.#controlView = new DataView(this.#control.buffer);
     const iovecView = new DataView(this.#iovecs.buffer);
@@ -253,6 +338,12 @@ export class BatchReceiver {
         true,
       );
     }
+    this.#rewindPeek();
+  }
+
+  /** Peeks from the head of the queue again. */
+  #rewindPeek(): void {
+    check(setIntOption(this.#fd, SOL_SOCKET, SO_PEEK_OFF, 0), "setsockopt SO_PEEK_OFF");
   }
 
   /**
@@ -264,9 +355,13 @@ export class BatchReceiver {
    * says "nothing yet" by returning 0 and a broken socket through `revents`; a read that
    * fails after `poll` said readable is treated as nothing read, unless it keeps failing.
    *
+   * The datagrams stay queued until {@link consume}; until then a receive returns them
+   * again. An oversized datagram ends the batch (the peek offset would land inside it).
+   *
    * @returns the number of datagrams now readable through {@link datagram}; 0 if none
    */
   receive(wait: boolean): number {
+    if (this.#peeked > 0) return this.#peeked;
     const libc = loadLibc();
     if (wait) {
       const ready = libc.poll(this.#pollfd, 1n, this.#waitMs);
@@ -286,16 +381,47 @@ export class BatchReceiver {
         true,
       );
     }
-    const result = libc.recvmmsg(this.#fd, this.#headers, this.#slots, MSG_DONTWAIT, null);
+    const result = libc.recvmmsg(
+      this.#fd,
+      this.#headers,
+      this.#slots,
+      MSG_DONTWAIT | MSG_PEEK,
+      null,
+    );
     if (result >= 0) {
       this.#failures = 0;
       this.#used = result;
-      return result;
+      this.#peeked = result;
+      for (let i = 0; i < result; i++) {
+        if (this.datagram(i).truncated) {
+          // The offset moved by the part that was copied, not by the whole datagram: what
+          // the kernel returned after it is the rest of that datagram, not the next one.
+          this.#peeked = i + 1;
+          break;
+        }
+      }
+      return this.#peeked;
     }
     if (wait && ++this.#failures >= 1000) {
       throw new SocketError("recvmmsg failed 1000 times in a row", lastErrno());
     }
     return 0;
+  }
+
+  /**
+   * Takes the datagrams of the last {@link receive} off the queue; call once they are
+   * stored. The next receive returns the datagrams that follow them.
+   */
+  consume(): void {
+    const count = this.#peeked;
+    if (count === 0) return;
+    this.#peeked = 0;
+    const taken = loadLibc().recvmmsg(this.#fd, this.#discard, count, MSG_DONTWAIT, null);
+    const truncated = this.datagram(count - 1).truncated;
+    if (taken !== count) {
+      throw new SocketError(`recvmmsg took ${taken} of ${count} peeked datagrams`, lastErrno());
+    }
+    if (truncated) this.#rewindPeek();
   }
 
   /** The i-th datagram of the last {@link receive}. */
@@ -357,14 +483,16 @@ export class BatchReceiver {
 export class DatagramSender {
   readonly #fd: number;
   readonly #address: Uint8Array<ArrayBuffer>;
+  readonly #addressLength: number;
   #closed = false;
 
   /**
-   * @param path the collector's socket path
+   * @param path the collector's socket path (`@name` for an abstract one)
    * @param sendBufferBytes `SO_SNDBUF` to request
    */
   constructor(path: string, sendBufferBytes = 4 * 1024 * 1024) {
     this.#address = sockaddrUn(path);
+    this.#addressLength = sockaddrLength(path);
     this.#fd = newDatagramSocket();
     setIntOption(this.#fd, SOL_SOCKET, SO_SNDBUF, sendBufferBytes);
   }
@@ -381,7 +509,7 @@ export class DatagramSender {
       BigInt(bytes.length),
       MSG_DONTWAIT,
       this.#address,
-      this.#address.length,
+      this.#addressLength,
     ) >= 0;
   }
 

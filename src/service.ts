@@ -18,6 +18,7 @@ import type { PostgresSinkOptions } from "./sinks/postgres/sink.ts";
 import type { RedisSinkOptions } from "./sinks/redis/sink.ts";
 import { type SinkThread, startSinkThread } from "./sinks/thread.ts";
 import { Spool } from "./buffer/spool.ts";
+import { ServiceManager } from "./ops/service_manager.ts";
 
 const log = getLogger(["tbg", "collector"]);
 
@@ -130,7 +131,9 @@ export function statsLine(counters: CollectorCounters, delivery: Delivery): stri
  */
 export function startService(config: Config, onFatal: (message: string) => void): Service {
   log.info("starting: socket {socket}, redis {redis}, database {database}", {
-    socket: config.socketPath,
+    socket: config.passedSocketFd === undefined
+      ? config.socketPath
+      : `passed in as descriptor ${config.passedSocketFd}`,
     redis: redactUrl(config.redisUrl),
     database: redactUrl(config.databaseUrl),
   });
@@ -180,6 +183,7 @@ export function startService(config: Config, onFatal: (message: string) => void)
   try {
     receiver = startReceiver({
       path: config.socketPath,
+      passedFd: config.passedSocketFd,
       mode: config.socketMode,
       receiveBufferBytes: config.socketReceiveBuffer,
       group: config.socketGroup,
@@ -198,12 +202,16 @@ export function startService(config: Config, onFatal: (message: string) => void)
     throw error;
   }
   receiving = true;
-  log.info("listening on {path} (mode {mode}, SO_RCVBUF {rcvbuf} bytes, senders {senders})", {
+  log.info("listening on {path} ({how}, SO_RCVBUF {rcvbuf} bytes, senders {senders})", {
     senders: config.allowedSenderUids.length > 0 ? config.allowedSenderUids.join(",") : "any",
     path: receiver.path,
-    mode: config.socketMode.toString(8).padStart(4, "0"),
+    how: receiver.inherited
+      ? "passed in by the service manager"
+      : `mode ${config.socketMode.toString(8).padStart(4, "0")}`,
     rcvbuf: receiver.receiveBufferBytes,
   });
+  const manager = new ServiceManager();
+  manager.ready(`receiving on ${receiver.path}`);
 
   const statsTimer = config.statsIntervalMs > 0
     ? setInterval(
@@ -216,6 +224,7 @@ export function startService(config: Config, onFatal: (message: string) => void)
   const stop = async () => {
     clearInterval(statsTimer);
     receiving = false;
+    manager.stopping();
     await receiver!.stop();
     const deadline = AbortSignal.timeout(config.shutdownTimeoutMs);
     const until = spool.signals.head();
@@ -233,6 +242,7 @@ export function startService(config: Config, onFatal: (message: string) => void)
     await centre.close();
     await delivery.close();
     await metrics?.shutdown();
+    manager.close();
     if (undelivered > 0) {
       log.error("{count} accepted events could not be written to the spool and are lost", {
         count: undelivered,

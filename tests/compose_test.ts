@@ -209,3 +209,19 @@ Deno.test("credentials come from .env: compose.yaml holds no literal password", 
     assert.ok(match[1] in env, `${match[1]} is used but not in .env.example`);
   }
 });
+
+Deno.test("ckpool has a health check of its own: ping on its control socket, mining.subscribe on 3333", () => {
+  const check = services.ckpool.healthcheck as { test: string[] };
+  assert.deepEqual(check.test, ["CMD", "/usr/local/bin/tbg-ckpool-healthcheck"]);
+  const dockerfile = Deno.readTextFileSync(`${root}ckpool/Dockerfile`);
+  assert.match(
+    dockerfile,
+    /^COPY ckpool\/healthcheck\.sh \/usr\/local\/bin\/tbg-ckpool-healthcheck$/m,
+  );
+  // ckpool's -s is the control socket directory the check asks by default.
+  assert.ok((services.ckpool.command as string[]).join(" ").includes("-s /var/run/ckpool"));
+  assert.match(
+    Deno.readTextFileSync(`${root}ckpool/healthcheck.sh`),
+    /CKPOOL_SOCKET_DIR:-\/var\/run\/ckpool/,
+  );
+});

@@ -160,6 +160,22 @@ async function withStack(test: (stack: Stack) => Promise<void>): Promise<void> {
     );
     assert.equal(path, socket);
     await ckpool.waitForOutput(/Network diff set to/, 60_000);
+    // The image's health check, against this ckpool: it answers ping and mining.subscribe.
+    const health = await new Deno.Command("bash", {
+      args: [new URL("../ckpool/healthcheck.sh", import.meta.url).pathname],
+      env: {
+        CKPOOL_SOCKET_DIR: `${work}/ckp`,
+        STRATUM_PORT: String(stratumPort),
+        CKPMSG: `${build.binDir}/ckpmsg`,
+      },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.equal(
+      health.code,
+      0,
+      `ckpool health check: ${new TextDecoder().decode(health.stderr)}`,
+    );
     await test({
       work,
       socket,

@@ -5,6 +5,7 @@
  * @module
  */
 import { SUN_PATH_MAX } from "../../ffi/libc.ts";
+import { passedEventSocket } from "../source/activation.ts";
 
 /** Log levels accepted in `LOG_LEVEL`, in LogTape's names. */
 export type LogLevel = "debug" | "info" | "warning" | "error";
@@ -13,6 +14,12 @@ export type LogLevel = "debug" | "info" | "warning" | "error";
 export interface Config {
   /** `SOCKET_PATH`: where ckpool sends its datagrams. */
   readonly socketPath: string;
+  /**
+   * The event socket passed in by socket activation (`LISTEN_FDS`, `LISTEN_PID`,
+   * `LISTEN_FDNAMES`): when set, it is used and `SOCKET_PATH`, `SOCKET_MODE` and
+   * `SOCKET_GROUP` are not (the socket unit decides them).
+   */
+  readonly passedSocketFd: number | undefined;
   /** `SOCKET_MODE`: file mode of the socket (octal in the environment). */
   readonly socketMode: number;
   /** `SOCKET_RCVBUF`: requested receive buffer in bytes. */
@@ -226,7 +233,10 @@ type Parsed = { [K in keyof typeof VARIABLES]: ReturnType<(typeof VARIABLES)[K][
  *
  * @throws {ConfigError} naming every invalid variable
  */
-export function loadConfig(env: Readonly<Record<string, string | undefined>>): Config {
+export function loadConfig(
+  env: Readonly<Record<string, string | undefined>>,
+  pid = Deno.pid,
+): Config {
   const problems: string[] = [];
   const values: Partial<Record<string, unknown>> = {};
   for (const [name, variable] of Object.entries(VARIABLES)) {
@@ -238,10 +248,17 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
       problems.push(`${name} ${(error as Error).message} (got ${JSON.stringify(raw)})`);
     }
   }
+  let passedSocketFd: number | undefined;
+  try {
+    passedSocketFd = passedEventSocket(env, pid);
+  } catch (error) {
+    problems.push((error as Error).message);
+  }
   if (problems.length > 0) throw new ConfigError(problems);
   const v = values as Parsed;
   return Object.freeze({
     socketPath: v.SOCKET_PATH,
+    passedSocketFd,
     socketMode: v.SOCKET_MODE,
     socketReceiveBuffer: v.SOCKET_RCVBUF,
     redisUrl: v.REDIS_URL,

@@ -1,11 +1,18 @@
 /**
- * Binds the collector's socket and runs the receive thread.
+ * Binds the collector's socket, or takes the one a service manager passed in, and runs the
+ * receive thread.
  *
  * @module
  */
 import { getLogger } from "@logtape/logtape";
 import { setThreadNice, threadNice } from "../../ffi/libc.ts";
-import { bindDatagramSocket, closeSocket, unlinkSocket } from "../../ffi/unix_datagram.ts";
+import {
+  adoptDatagramSocket,
+  bindDatagramSocket,
+  type BoundSocket,
+  closeSocket,
+  unlinkSocket,
+} from "../../ffi/unix_datagram.ts";
 import type { Spool } from "../buffer/spool.ts";
 import { RateLimitedLog } from "../ops/log.ts";
 import { ReceiveCounters, type ReceiveCounts } from "./counters.ts";
@@ -16,6 +23,11 @@ const log = getLogger(["tbg", "receiver"]);
 /** Options for {@link startReceiver}. */
 export interface ReceiverOptions {
   readonly path: string;
+  /**
+   * A socket passed in by socket activation ({@link import("./activation.ts")}): taken
+   * instead of binding `path`, and never unlinked or closed (its holder keeps it).
+   */
+  readonly passedFd?: number;
   /** File mode of the socket. */
   readonly mode: number;
   /** Group id given to the socket file (`SOCKET_GROUP`); unset keeps the creating group. */
@@ -39,13 +51,16 @@ export interface ReceiverOptions {
 /** A bound, receiving socket. */
 export interface Receiver {
   readonly path: string;
+  /** Whether the socket was passed in (socket activation) rather than bound here. */
+  readonly inherited: boolean;
   /** `SO_RCVBUF` the kernel granted. */
   readonly receiveBufferBytes: number;
   /** What the receive thread has counted so far. */
   counts(): ReceiveCounts;
   /**
    * Removes the socket path (new sends fail at once), takes what is still queued, then
-   * closes the socket. Every datagram taken is in the spool when this resolves.
+   * closes the socket. Every datagram taken is in the spool when this resolves. A passed-in
+   * socket stays as it is, with what is queued on it, for the next start.
    */
   stop(): Promise<void>;
 }
@@ -109,15 +124,36 @@ class RefusalLog {
   }
 }
 
-/** Binds the socket at `options.path` and starts receiving on a dedicated thread. */
+/** The socket passed in, or a fresh one bound at `options.path`. */
+function openSocket(options: ReceiverOptions): BoundSocket {
+  if (options.passedFd === undefined) {
+    return bindDatagramSocket(options.path, {
+      mode: options.mode,
+      receiveBufferBytes: options.receiveBufferBytes,
+      group: options.group,
+    });
+  }
+  const socket = adoptDatagramSocket(options.passedFd, options);
+  log.info("receiving on the socket passed in at {path} (descriptor {fd}); SOCKET_PATH unused", {
+    path: socket.path,
+    fd: socket.fd,
+  });
+  return socket;
+}
+
+/**
+ * Binds the socket at `options.path` (or takes the one passed in) and starts receiving on a
+ * dedicated thread.
+ */
 export function startReceiver(options: ReceiverOptions): Receiver {
   const mainNice = threadNice();
   const nice = backgroundNice();
-  const socket = bindDatagramSocket(options.path, {
-    mode: options.mode,
-    receiveBufferBytes: options.receiveBufferBytes,
-    group: options.group,
-  });
+  const socket = openSocket(options);
+  const release = () => {
+    if (socket.inherited) return;
+    closeSocket(socket.fd);
+    unlinkSocket(socket.path);
+  };
   const stopFlag = new SharedArrayBuffer(4);
   const counters = new ReceiveCounters();
   const refusals = new RefusalLog(counters);
@@ -136,8 +172,7 @@ export function startReceiver(options: ReceiverOptions): Receiver {
     worker.terminate();
     clearInterval(refusalTimer);
     refusals.check();
-    closeSocket(socket.fd);
-    unlinkSocket(socket.path);
+    release();
     // Back to where it was where the kernel allows (raising needs privilege).
     setThreadNice(mainNice);
     finished();
@@ -170,6 +205,7 @@ export function startReceiver(options: ReceiverOptions): Receiver {
   const start: ReceiverWorkerStart = {
     fd: socket.fd,
     stop: stopFlag,
+    drainOnStop: !socket.inherited,
     slots: SLOTS,
     slotBytes: MAX_DATAGRAM_BYTES,
     allowedSenderUids: options.allowedSenderUids ?? [],
@@ -179,11 +215,12 @@ export function startReceiver(options: ReceiverOptions): Receiver {
   worker.postMessage(start);
   return {
     path: socket.path,
+    inherited: socket.inherited,
     receiveBufferBytes: socket.receiveBufferBytes,
     counts: () => refusals.check(),
     stop: () => {
       if (!closed) {
-        unlinkSocket(socket.path);
+        if (!socket.inherited) unlinkSocket(socket.path);
         Atomics.store(new Int32Array(stopFlag), 0, 1);
       }
       return done;

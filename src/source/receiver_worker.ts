@@ -1,14 +1,19 @@
 /**
  * The receive thread: blocks in `recvmmsg` on the bound socket and appends what each call
- * returned to the spool as one frame, with one `write(2)`, before anything else. Nothing
- * the main thread or the sinks do can keep datagrams waiting in the kernel queue, and once a
- * datagram is off that queue it is in the page cache: a crash of the collector loses nothing
- * it received. Nothing is handed to another thread: the sinks and the centre read the spool.
- * Datagrams from senders whose uid is not allowed are counted here and never copied.
+ * returned to the spool as one frame, with one `write(2)`, before anything else; only then
+ * are those datagrams taken off the socket's queue (they were peeked). Nothing the main
+ * thread or the sinks do can keep datagrams waiting in the kernel queue, and a datagram
+ * leaves that queue only once it is in the page cache: a crash of the collector loses nothing
+ * it received, and with a socket that outlives the process (socket activation) nothing that
+ * reached the socket. A crash between the write and the take-off leaves a frame that the next
+ * start spools again; every sink stores by event id, so that costs nothing but the repeat.
+ * Nothing is handed to another thread: the sinks and the centre read the spool. Datagrams
+ * from senders whose uid is not allowed are counted here and never copied.
  *
  * Protocol: the main thread posts {@link ReceiverWorkerStart}; this thread answers with
  * {@link ReceiverWorkerMessage}s. Setting the shared stop flag makes it drain what is still
- * queued, post `drained` and return.
+ * queued (unless the socket is inherited: then the queue waits for the next start), post
+ * `drained` and return.
  *
  * @module
  */
@@ -26,6 +31,8 @@ export interface ReceiverWorkerStart {
   readonly stop: SharedArrayBuffer;
   readonly slots: number;
   readonly slotBytes: number;
+  /** Whether to take what is still queued when stopping (not on an inherited socket). */
+  readonly drainOnStop: boolean;
   /** uids whose datagrams are kept; empty keeps every datagram. */
   readonly allowedSenderUids: readonly number[];
   readonly spool: SpoolWriterOptions;
@@ -74,6 +81,7 @@ function spoolReceived(
   const frame = builder.finishFrame();
   if (frame) writer.append(frame.bytes, frame.count);
   builder.clear();
+  receiver.consume();
   counters.add(count, refused, lastUid, lastPid);
 }
 
@@ -118,7 +126,9 @@ function run(start: ReceiverWorkerStart): void {
       }
       state.report(writer);
     }
-    for (let count = receiver.receive(false); count > 0; count = receiver.receive(false)) {
+    while (start.drainOnStop) {
+      const count = receiver.receive(false);
+      if (count === 0) break;
       spoolReceived(receiver, count, builder, writer, counters, allowed);
     }
     writer.retry();

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import {
+  adoptDatagramSocket,
   BatchReceiver,
   bindDatagramSocket,
   closeSocket,
@@ -155,6 +156,8 @@ Deno.test("idle waits end in 0 without consulting errno, and data is read after 
       assert.ok(sender.send(new TextEncoder().encode("after the wait")));
       assert.equal(receiver.receive(true), 1);
       assert.equal(new TextDecoder().decode(receiver.datagram(0).bytes), "after the wait");
+      assert.equal(receiver.receive(false), 1, "still there until consumed");
+      receiver.consume();
       assert.equal(receiver.receive(false), 0);
     } finally {
       sender.close();
@@ -169,8 +172,66 @@ Deno.test("a receive on a closed descriptor fails loudly instead of looping", ()
     const socket = bindDatagramSocket(path, options);
     closeSocket(socket.fd);
     unlinkSocket(path);
-    const receiver = new BatchReceiver(socket.fd, 4, 1024, 5);
-    assert.throws(() => receiver.receive(true), /poll on the event socket \(revents 0x20\)/);
+    assert.throws(
+      () => new BatchReceiver(socket.fd, 4, 1024, 5).receive(true),
+      /SO_PEEK_OFF: Bad file descriptor|poll on the event socket \(revents 0x20\)/,
+    );
+  }));
+
+Deno.test("a datagram stays on the socket until consumed: a receiver made after a crash gets it again", () =>
+  withDir((dir) => {
+    const path = `${dir}/events.sock`;
+    const socket = bindDatagramSocket(path, options);
+    const sender = new DatagramSender(path);
+    const text = (receiver: BatchReceiver, count: number) =>
+      Array.from({ length: count }, (_, i) => new TextDecoder().decode(receiver.datagram(i).bytes));
+    try {
+      for (const word of ["one", "two", "three"]) {
+        assert.ok(sender.send(new TextEncoder().encode(word)));
+      }
+      const crashed = new BatchReceiver(socket.fd, 2, 1024, 1000);
+      assert.deepEqual(text(crashed, crashed.receive(true)), ["one", "two"]);
+      crashed.consume();
+      assert.deepEqual(text(crashed, crashed.receive(true)), ["three"]);
+      // Not consumed: the process dies here. The socket lives on (its holder keeps it).
+      const next = new BatchReceiver(socket.fd, 4, 1024, 1000);
+      assert.ok(sender.send(new TextEncoder().encode("four")));
+      assert.deepEqual(text(next, next.receive(true)), ["three", "four"]);
+      next.consume();
+      assert.equal(next.receive(false), 0);
+    } finally {
+      sender.close();
+      closeSocket(socket.fd);
+      unlinkSocket(path);
+    }
+  }));
+
+Deno.test("an oversized datagram ends its batch and the next one is read whole", () =>
+  withDir((dir) => {
+    const path = `${dir}/events.sock`;
+    const socket = bindDatagramSocket(path, options);
+    const sender = new DatagramSender(path);
+    try {
+      const big = "x".repeat(3000);
+      for (const word of ["small", big, "after"]) {
+        assert.ok(sender.send(new TextEncoder().encode(word)));
+      }
+      const receiver = new BatchReceiver(socket.fd, 8, 1024, 1000);
+      assert.equal(receiver.receive(true), 2);
+      assert.equal(new TextDecoder().decode(receiver.datagram(0).bytes), "small");
+      assert.equal(receiver.datagram(1).truncated, true);
+      assert.equal(receiver.datagram(1).bytes.length, 1024);
+      receiver.consume();
+      assert.equal(receiver.receive(true), 1);
+      assert.equal(new TextDecoder().decode(receiver.datagram(0).bytes), "after");
+      assert.equal(receiver.datagram(0).truncated, false);
+      receiver.consume();
+      assert.equal(receiver.receive(false), 0);
+    } finally {
+      sender.close();
+      closeSocket(socket.fd);
+      unlinkSocket(path);
+    }
   }));
 
 Deno.test("SO_PASSCRED: every datagram carries its sender's pid, uid and gid", () =>
@@ -191,6 +252,7 @@ Deno.test("SO_PASSCRED: every datagram carries its sender's pid, uid and gid", (
           assert.deepEqual(receiver.credentials(i), me);
           assert.equal(receiver.senderUid(i), me.uid);
         }
+        receiver.consume();
       }
     } finally {
       sender.close();
@@ -344,3 +406,38 @@ Deno.test({
       assert.throws(() => Deno.lstatSync(path), Deno.errors.NotFound, "the socket is removed");
     }),
 });
+
+Deno.test("a passed-in socket is taken when it is a bound AF_UNIX datagram socket, refused otherwise", () =>
+  withDir((dir) => {
+    const path = `${dir}/held.sock`;
+    const libc = loadLibc();
+    const held = bindDatagramSocket(path, options);
+    const stream = check(libc.socket(AF_UNIX, 1, /* SOCK_STREAM */ 0), "socket");
+    const unbound = check(libc.socket(AF_UNIX, SOCK_DGRAM, 0), "socket");
+    const file = check(
+      libc.open(new TextEncoder().encode(`${dir}/file\0`), 0o100 | 0o2, 0o600),
+      "open",
+    );
+    try {
+      const taken = adoptDatagramSocket(held.fd, { receiveBufferBytes: 1024 * 1024 });
+      assert.equal(taken.path, path);
+      assert.equal(taken.inherited, true);
+      assert.ok(taken.receiveBufferBytes > 0);
+      assert.throws(
+        () => adoptDatagramSocket(stream, { receiveBufferBytes: 1024 }),
+        /descriptor \d+ passed in is not an AF_UNIX datagram socket/,
+      );
+      assert.throws(
+        () => adoptDatagramSocket(unbound, { receiveBufferBytes: 1024 }),
+        /is not bound/,
+      );
+      assert.throws(
+        () => adoptDatagramSocket(file, { receiveBufferBytes: 1024 }),
+        /descriptor \d+ passed in is not a socket/,
+      );
+    } finally {
+      for (const fd of [stream, unbound, file]) libc.close(fd);
+      closeSocket(held.fd);
+      unlinkSocket(path);
+    }
+  }));

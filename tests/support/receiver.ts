@@ -43,6 +43,7 @@ export function startSpooledReceiver(
     records,
     texts: () => records().map((record) => decoder.decode(record.bytes)),
     path: receiver.path,
+    inherited: receiver.inherited,
     receiveBufferBytes: receiver.receiveBufferBytes,
     counts: () => receiver.counts(),
     stop: async () => {
