@@ -8,10 +8,13 @@ set -euo pipefail
 socket_dir=${CKPOOL_SOCKET_DIR:-/var/run/ckpool}
 port=${STRATUM_PORT:-3333}
 
+socket_dir=${socket_dir%/}
+# ckpool -s DIR listens on DIR/listener; ckpmsg asks <-s>/<-n>/listener.
 # ckpmsg exits 0 whatever happened; its log line says whether ckpool answered.
-reply=$(printf 'ping\n' | timeout 5 "${CKPMSG:-ckpmsg}" -s "$socket_dir" -t 3 -T 3 2>&1 || true)
+reply=$(printf 'ping\n' | timeout 5 "${CKPMSG:-ckpmsg}" -s "$(dirname "$socket_dir")" \
+	-n "$(basename "$socket_dir")" -t 3 -T 3 2>&1 || true)
 if ! grep -q 'Received response: pong' <<<"$reply"; then
-	echo "unhealthy: ckpool does not answer ping on $socket_dir/ckpool/listener: ${reply:-no reply}" >&2
+	echo "unhealthy: ckpool does not answer ping on $socket_dir/listener: ${reply:-no reply}" >&2
 	exit 1
 fi
 if ! exec 3<>"/dev/tcp/127.0.0.1/$port"; then

@@ -25,7 +25,7 @@ Deno.test("ckpool health check: no control socket is unhealthy, naming the socke
     // `true` stands in for ckpmsg: it answers nothing, as ckpmsg does when ckpool is down.
     const { code, said } = await check({ CKPOOL_SOCKET_DIR: dir, CKPMSG: "true" });
     assert.equal(code, 1);
-    assert.match(said, new RegExp(`does not answer ping on ${dir}/ckpool/listener`));
+    assert.match(said, new RegExp(`does not answer ping on ${dir}/listener`));
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
