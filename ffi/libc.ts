@@ -29,7 +29,7 @@ export const POLLNVAL = 0x20;
 /** `sun_path` is 108 bytes and needs a terminating NUL. */
 export const SUN_PATH_MAX = 107;
 /** sizeof(struct sockaddr_un). */
-const SOCKADDR_UN_SIZE = 110;
+export const SOCKADDR_UN_SIZE = 110;
 /** sizeof(struct iovec). */
 export const IOVEC_SIZE = 16;
 /** sizeof(struct mmsghdr): a 56-byte msghdr, a 4-byte length, padding. */

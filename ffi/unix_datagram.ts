@@ -37,6 +37,7 @@ import {
   SO_TYPE,
   SOCK_CLOEXEC,
   SOCK_DGRAM,
+  SOCKADDR_UN_SIZE,
   sockaddrLength,
   sockaddrUn,
   SocketError,
@@ -138,13 +139,7 @@ export function bindDatagramSocket(path: string, options: BindOptions): BoundSoc
       );
     }
     Deno.chmodSync(path, options.mode);
-    setReceiveBuffer(fd, options.receiveBufferBytes);
-    return {
-      fd,
-      path,
-      receiveBufferBytes: getIntOption(fd, SOL_SOCKET, SO_RCVBUF),
-      inherited: false,
-    };
+    return withReceiveBuffer(fd, path, options.receiveBufferBytes, false);
   } catch (error) {
     libc.close(fd);
     try {
@@ -156,19 +151,25 @@ export function bindDatagramSocket(path: string, options: BindOptions): BoundSoc
   }
 }
 
-/** Asks for a receive buffer of `bytes`; the kernel may grant less. */
-function setReceiveBuffer(fd: number, bytes: number): void {
+/** Asks for a receive buffer of `bytes` (the kernel may grant less) and describes the socket. */
+function withReceiveBuffer(
+  fd: number,
+  path: string,
+  bytes: number,
+  inherited: boolean,
+): BoundSocket {
   // SO_RCVBUFFORCE passes net.core.rmem_max when we hold CAP_NET_ADMIN; else the capped one.
   if (setIntOption(fd, SOL_SOCKET, SO_RCVBUFFORCE, bytes) !== 0) {
     setIntOption(fd, SOL_SOCKET, SO_RCVBUF, bytes);
   }
+  return { fd, path, receiveBufferBytes: getIntOption(fd, SOL_SOCKET, SO_RCVBUF), inherited };
 }
 
 /**
  * The path an `AF_UNIX` socket is bound to (`@name` for an abstract one, "" if unbound).
  */
 function boundPath(fd: number): string {
-  const address = new Uint8Array(SOCKADDR_UN_BYTES);
+  const address = new Uint8Array(SOCKADDR_UN_SIZE);
   const length = new Uint32Array([address.length]);
   check(loadLibc().getsockname(fd, address, length), `getsockname on descriptor ${fd}`);
   const name = address.subarray(2, Math.min(length[0], address.length));
@@ -177,9 +178,6 @@ function boundPath(fd: number): string {
   const end = name.indexOf(0);
   return new TextDecoder().decode(end < 0 ? name : name.subarray(0, end));
 }
-
-/** `sizeof(struct sockaddr_un)`. */
-const SOCKADDR_UN_BYTES = 110;
 
 /**
  * Takes a datagram socket another process bound and passed in (systemd's socket
@@ -208,13 +206,7 @@ export function adoptDatagramSocket(
   const path = boundPath(fd);
   if (path === "") throw new Error(`the socket passed in as descriptor ${fd} is not bound`);
   check(setIntOption(fd, SOL_SOCKET, SO_PASSCRED, 1), `setsockopt SO_PASSCRED on ${path}`);
-  setReceiveBuffer(fd, options.receiveBufferBytes);
-  return {
-    fd,
-    path,
-    receiveBufferBytes: getIntOption(fd, SOL_SOCKET, SO_RCVBUF),
-    inherited: true,
-  };
+  return withReceiveBuffer(fd, path, options.receiveBufferBytes, true);
 }
 
 /** Closes a socket descriptor. */
@@ -393,7 +385,7 @@ export class BatchReceiver {
       this.#used = result;
       this.#peeked = result;
       for (let i = 0; i < result; i++) {
-        if (this.datagram(i).truncated) {
+        if (this.#truncated(i)) {
           // The offset moved by the part that was copied, not by the whole datagram: what
           // the kernel returned after it is the rest of that datagram, not the next one.
           this.#peeked = i + 1;
@@ -417,7 +409,7 @@ export class BatchReceiver {
     if (count === 0) return;
     this.#peeked = 0;
     const taken = loadLibc().recvmmsg(this.#fd, this.#discard, count, MSG_DONTWAIT, null);
-    const truncated = this.datagram(count - 1).truncated;
+    const truncated = this.#truncated(count - 1);
     if (taken !== count) {
       throw new SocketError(`recvmmsg took ${taken} of ${count} peeked datagrams`, lastErrno());
     }
@@ -426,14 +418,14 @@ export class BatchReceiver {
 
   /** The i-th datagram of the last {@link receive}. */
   datagram(i: number): ReceivedDatagram {
-    const header = i * MMSGHDR_SIZE;
-    const length = this.#headerView.getUint32(header + MSGHDR.len, true);
-    const flags = this.#headerView.getInt32(header + MSGHDR.flags, true);
+    const length = this.#headerView.getUint32(i * MMSGHDR_SIZE + MSGHDR.len, true);
     const start = i * this.#slotBytes;
-    return {
-      bytes: this.#data.subarray(start, start + length),
-      truncated: (flags & MSG_TRUNC) !== 0,
-    };
+    return { bytes: this.#data.subarray(start, start + length), truncated: this.#truncated(i) };
+  }
+
+  /** Whether the i-th datagram of the last receive was cut to its slot. */
+  #truncated(i: number): boolean {
+    return (this.#headerView.getInt32(i * MMSGHDR_SIZE + MSGHDR.flags, true) & MSG_TRUNC) !== 0;
   }
 
   /**

@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import postgres from "postgres";
 import { DatagramSender } from "../ffi/unix_datagram.ts";
 import { RespConnection } from "../src/sinks/redis/resp.ts";
+import { startTaskArgs } from "./support/collector_process.ts";
 import { compileC } from "./support/compile_c.ts";
 import { loadSchema, startPostgres, startRedis } from "./support/services.ts";
 import { waitFor } from "./support/wait.ts";
@@ -34,12 +35,6 @@ function share(seq: number): Uint8Array<ArrayBuffer> {
       accepted: true,
     },
   }));
-}
-
-/** The `deno run ...` arguments of the `start` task in deno.json. */
-function startTaskArgs(): string[] {
-  const config = JSON.parse(Deno.readTextFileSync(`${root}deno.json`));
-  return (config.tasks.start as string).split(/\s+/).slice(1);
 }
 
 /** The holder with the collector under it, and what they printed. */

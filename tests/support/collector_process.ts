@@ -9,7 +9,7 @@ import { waitFor } from "./wait.ts";
 const root = new URL("../../", import.meta.url).pathname;
 
 /** The `deno run ...` arguments of the `start` task in deno.json. */
-function startTaskArgs(): string[] {
+export function startTaskArgs(): string[] {
   const config = JSON.parse(Deno.readTextFileSync(`${root}deno.json`));
   const [program, ...args] = (config.tasks.start as string).split(/\s+/);
   if (program !== "deno") throw new Error(`unexpected start task: ${config.tasks.start}`);

@@ -35,21 +35,16 @@ export async function writeBatch(
 ): Promise<number> {
   const repeats = batch.length - encoded.fresh.length;
   try {
-    await inTransaction(db, (tx) => tx.write(encoded));
+    await inTransaction(db, () => writeRows(db, encoded));
     return repeats;
   } catch (error) {
     if (!isUniqueViolation(error)) throw error;
   }
-  return repeats + await inTransaction(db, async (tx) => {
+  return repeats + await inTransaction(db, async () => {
     const rest = withoutRepeats(encoded.fresh, await storedIds(db, encoded.fresh));
-    if (rest.length > 0) await tx.write(await encodeBatch(rest));
+    if (rest.length > 0) await writeRows(db, await encodeBatch(rest));
     return encoded.fresh.length - rest.length;
   });
-}
-
-/** What a transaction body may do besides queries of its own. */
-interface Transaction {
-  write(encoded: EncodedBatch): Promise<void>;
 }
 
 /**
@@ -59,12 +54,12 @@ interface Transaction {
  */
 async function inTransaction<T>(
   db: PgConnection,
-  body: (tx: Transaction) => Promise<T>,
+  body: () => Promise<T>,
 ): Promise<T> {
   let xid: string | undefined;
   await db.query("BEGIN");
   try {
-    const result = await body({ write: (encoded) => writeRows(db, encoded) });
+    const result = await body();
     [{ xid }] = await db.query<{ xid: string }>("SELECT pg_current_xact_id()::text AS xid");
     await db.query("COMMIT");
     return result;
