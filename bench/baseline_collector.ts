@@ -29,7 +29,7 @@ import {
 import { decodeDatagram } from "../src/datagram.ts";
 import type { MiningEvent } from "../src/events.ts";
 import { SeqTracker } from "../src/seq_tracker.ts";
-import { commandsFor } from "../src/sinks/redis/sink.ts";
+import { commandsFor } from "../src/sinks/redis/request.ts";
 
 const env = Deno.env.toObject();
 const socketPath = env.SOCKET_PATH ?? "/tmp/ckpool/events.sock";

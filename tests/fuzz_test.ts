@@ -31,7 +31,8 @@ import {
   parseEventWithSchemas,
 } from "../src/events.ts";
 import { createPostgresSink } from "../src/sinks/postgres/sink.ts";
-import { createRedisSink, streamKey } from "../src/sinks/redis/sink.ts";
+import { createRedisSink } from "../src/sinks/redis/sink.ts";
+import { streamKey } from "../src/sinks/redis/request.ts";
 import { RespConnection } from "../src/sinks/redis/resp.ts";
 import { recordsOf } from "./support/spool_records.ts";
 import { loadSchema, startPostgres, startRedis } from "./support/services.ts";

@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { createClient } from "redis";
 import type { MiningEvent } from "../../src/events.ts";
-import { BLOCKS_CHANNEL, createRedisSink } from "../../src/sinks/redis/sink.ts";
+import { createRedisSink } from "../../src/sinks/redis/sink.ts";
+import { BLOCKS_CHANNEL } from "../../src/sinks/redis/request.ts";
 import { startRedis } from "../support/services.ts";
 import { waitFor } from "../support/wait.ts";
 

@@ -1,7 +1,11 @@
 /**
- * A minimal Redis connection for pipelines: encodes many commands into one write and
- * reads their replies in order. Only what the Redis sink needs: no pub/sub listening,
- * no cluster, RESP2 replies.
+ * A minimal Redis connection for pipelines: many commands in one write, their replies read in
+ * order from one reused buffer. Only what the Redis sink needs: no pub/sub listening, no
+ * cluster, RESP2 replies.
+ *
+ * Two ways to send: {@link RespConnection.pipeline} decodes every reply (set-up, tests), and
+ * {@link RespConnection.send} takes commands already encoded and only looks for error replies,
+ * without decoding the rest: the sink's path, where a reply is an entry id nobody reads.
  *
  * @module
  */
@@ -18,10 +22,20 @@ export class RespError extends Error {
 /** A decoded reply: string, integer, null, array, or an error reply. */
 export type RespReply = string | number | null | RespError | RespReply[];
 
+/** What {@link RespConnection.send} found among the replies. */
+export interface SendOutcome {
+  /** Index of the first error reply, or -1 when there was none. */
+  readonly failedAt: number;
+  /** That error reply. */
+  readonly error?: RespError;
+}
+
+const CR = 13;
+const LF = 10;
 const CRLF = "\r\n";
 
 /** Bytes `text` takes in UTF-8. */
-function utf8Length(text: string): number {
+export function utf8Length(text: string): number {
   let length = text.length;
   for (let i = 0; i < text.length; i++) {
     const code = text.charCodeAt(i);
@@ -45,89 +59,163 @@ export function encodeCommands(commands: readonly (readonly string[])[]): Uint8A
   return new TextEncoder().encode(text);
 }
 
-/** Incremental reply parser over a growing byte buffer. */
-class ReplyReader {
-  #buffer = new Uint8Array(0);
-  #offset = 0;
+/** The first reply bytes read on a new connection, and how far the buffer grows at a time. */
+const READ_CHUNK = 64 * 1024;
+
+/**
+ * Replies as they arrive, in one buffer that is reused: read into its free end, taken from its
+ * front, moved back to the start when the front is used up.
+ */
+class ReplyBuffer {
+  bytes = new Uint8Array(READ_CHUNK);
+  start = 0;
+  end = 0;
   readonly #decoder = new TextDecoder();
 
-  append(chunk: Uint8Array): void {
-    const rest = this.#buffer.subarray(this.#offset);
-    const merged = new Uint8Array(rest.length + chunk.length);
-    merged.set(rest);
-    merged.set(chunk, rest.length);
-    this.#buffer = merged;
-    this.#offset = 0;
-  }
-
-  /** The next complete reply, or undefined if more bytes are needed. */
-  next(): RespReply | undefined {
-    const start = this.#offset;
-    const reply = this.#parse();
-    if (reply === undefined) this.#offset = start;
-    return reply;
-  }
-
-  #line(): string | undefined {
-    const buffer = this.#buffer;
-    for (let i = this.#offset; i + 1 < buffer.length; i++) {
-      if (buffer[i] === 13 && buffer[i + 1] === 10) {
-        const line = this.#decoder.decode(buffer.subarray(this.#offset, i));
-        this.#offset = i + 2;
-        return line;
-      }
+  /** Room for at least one chunk after `end`, moving or growing the buffer as needed. */
+  room(): Uint8Array {
+    if (this.start === this.end) this.start = this.end = 0;
+    if (this.bytes.length - this.end < READ_CHUNK / 4) {
+      const kept = this.end - this.start;
+      if (kept + READ_CHUNK > this.bytes.length) {
+        const grown = new Uint8Array(kept + READ_CHUNK);
+        grown.set(this.bytes.subarray(this.start, this.end));
+        this.bytes = grown;
+      } else this.bytes.copyWithin(0, this.start, this.end);
+      this.start = 0;
+      this.end = kept;
     }
-    return undefined;
+    return this.bytes.subarray(this.end);
   }
 
-  #parse(): RespReply | undefined {
-    const line = this.#line();
-    if (line === undefined) return undefined;
-    const body = line.slice(1);
-    switch (line[0]) {
-      case "+":
-        return body;
-      case "-":
-        return new RespError(body);
-      case ":":
-        return Number(body);
-      case "$": {
-        const length = Number(body);
-        if (length < 0) return null;
-        if (this.#offset + length + 2 > this.#buffer.length) return undefined;
-        const value = this.#decoder.decode(
-          this.#buffer.subarray(this.#offset, this.#offset + length),
-        );
-        this.#offset += length + 2;
-        return value;
+  /** End of the line that starts at `from` (the index of its CR), or -1. */
+  #lineEnd(from: number): number {
+    const bytes = this.bytes;
+    for (let i = from; i + 1 < this.end; i++) {
+      if (bytes[i] === CR && bytes[i + 1] === LF) return i;
+    }
+    return -1;
+  }
+
+  /** The integer written from `from` to `to` (a length, a count or an integer reply). */
+  #integer(from: number, to: number): number {
+    const bytes = this.bytes;
+    let negative = false;
+    let i = from;
+    if (bytes[i] === 45) {
+      negative = true;
+      i++;
+    }
+    let value = 0;
+    for (; i < to; i++) {
+      const digit = bytes[i] - 48;
+      if (digit < 0 || digit > 9) throw this.#unexpected(from - 1);
+      value = value * 10 + digit;
+    }
+    return negative ? -value : value;
+  }
+
+  #text(from: number, to: number): string {
+    return this.#decoder.decode(this.bytes.subarray(from, to));
+  }
+
+  #unexpected(at: number): Error {
+    const shown = this.#text(at, Math.min(this.end, at + 40));
+    return new Error(`unexpected reply from Redis: ${JSON.stringify(shown)}`);
+  }
+
+  /**
+   * Passes one whole reply from `at`: returns where the next one starts, or -1 when more
+   * bytes are needed. `onError` gets an error reply at the top level (`depth` 0).
+   */
+  skip(at: number, depth: number, onError?: (message: string) => void): number {
+    const lineEnd = this.#lineEnd(at + 1);
+    if (lineEnd < 0) return -1;
+    const next = lineEnd + 2;
+    switch (this.bytes[at]) {
+      case 43: // +
+      case 58: // :
+        return next;
+      case 45: // -
+        if (depth === 0) onError?.(this.#text(at + 1, lineEnd));
+        return next;
+      case 36: { // $
+        const length = this.#integer(at + 1, lineEnd);
+        if (length < 0) return next;
+        return next + length + 2 <= this.end ? next + length + 2 : -1;
       }
-      case "*": {
-        const count = Number(body);
-        if (count < 0) return null;
-        const items: RespReply[] = [];
-        for (let i = 0; i < count; i++) {
-          const item = this.#parse();
-          if (item === undefined) return undefined;
-          items.push(item);
+      case 42: { // *
+        let position = next;
+        const count = this.#integer(at + 1, lineEnd);
+        for (let i = 0; i < count && position >= 0; i++) {
+          position = this.skip(position, depth + 1);
         }
-        return items;
+        return position;
       }
       default:
-        throw new Error(`unexpected reply from Redis: ${JSON.stringify(line.slice(0, 40))}`);
+        throw this.#unexpected(at);
+    }
+  }
+
+  /** Decodes the whole reply at `at`, which {@link skip} has found complete. */
+  decode(at: number): [reply: RespReply, next: number] {
+    const lineEnd = this.#lineEnd(at + 1);
+    const next = lineEnd + 2;
+    switch (this.bytes[at]) {
+      case 43:
+        return [this.#text(at + 1, lineEnd), next];
+      case 45:
+        return [new RespError(this.#text(at + 1, lineEnd)), next];
+      case 58:
+        return [this.#integer(at + 1, lineEnd), next];
+      case 36: {
+        const length = this.#integer(at + 1, lineEnd);
+        if (length < 0) return [null, next];
+        return [this.#text(next, next + length), next + length + 2];
+      }
+      default: {
+        const count = this.#integer(at + 1, lineEnd);
+        if (count < 0) return [null, next];
+        const items: RespReply[] = [];
+        let position = next;
+        for (let i = 0; i < count; i++) {
+          const [item, after] = this.decode(position);
+          items.push(item);
+          position = after;
+        }
+        return [items, position];
+      }
     }
   }
 }
 
+/** How often a connection looks whether the pipeline in flight is past its deadline. */
+const DEADLINE_CHECK_MS = 100;
+
 /** One TCP (or TLS) connection to Redis that sends pipelines, each within a deadline. */
 export class RespConnection {
   readonly #conn: Deno.Conn;
-  readonly #reader = new ReplyReader();
-  readonly #chunks: ReadableStreamDefaultReader<Uint8Array>;
+  readonly #replies = new ReplyBuffer();
   #broken: Error | undefined;
+  /** When the pipeline in flight must have its replies (0: none in flight). */
+  #deadlineAt = 0;
+  #deadlineWhat = "";
+  #deadlineMs = 0;
+  // One watch for the life of the connection instead of a timer per pipeline: a timer set and
+  // cleared for every pipeline costs a sink that writes a few events at a time more than the
+  // events do.
+  readonly #watch: ReturnType<typeof setInterval>;
 
   private constructor(conn: Deno.Conn) {
     this.#conn = conn;
-    this.#chunks = conn.readable.getReader();
+    this.#watch = setInterval(() => {
+      if (this.#deadlineAt !== 0 && performance.now() > this.#deadlineAt) {
+        // Closing the connection ends the pending write or read, which then throws.
+        this.#broken ??= new DeadlineExceeded(this.#deadlineWhat, this.#deadlineMs);
+        this.close();
+      }
+    }, DEADLINE_CHECK_MS);
+    Deno.unrefTimer(this.#watch);
   }
 
   /**
@@ -156,9 +244,8 @@ export class RespConnection {
     if (db && db !== "0") setup.push(["SELECT", db]);
     if (setup.length > 0) {
       try {
-        const replies = await connection.pipeline(setup, timeoutMs);
-        const failed = replies.find((reply) => reply instanceof RespError);
-        if (failed) throw failed;
+        const { error } = await connection.send(encodeCommands(setup), setup.length, timeoutMs);
+        if (error) throw error;
       } catch (error) {
         connection.close();
         throw error;
@@ -181,40 +268,81 @@ export class RespConnection {
     commands: readonly (readonly string[])[],
     timeoutMs = 15_000,
   ): Promise<RespReply[]> {
+    const replies: RespReply[] = [];
+    await this.#roundTrip(encodeCommands(commands), commands.length, timeoutMs, (at) => {
+      if (this.#replies.skip(at, 1) < 0) return -1;
+      const [reply, next] = this.#replies.decode(at);
+      replies.push(reply);
+      return next;
+    });
+    return replies;
+  }
+
+  /**
+   * Writes `commands` (RESP, `count` commands) at once and waits for their replies, keeping
+   * only the first error reply. A connection failure, or no replies within `timeoutMs`,
+   * throws and breaks the connection.
+   */
+  async send(commands: Uint8Array, count: number, timeoutMs = 15_000): Promise<SendOutcome> {
+    let failedAt = -1;
+    let error: RespError | undefined;
+    let index = 0;
+    await this.#roundTrip(commands, count, timeoutMs, (at) => {
+      const next = this.#replies.skip(at, 0, (message) => {
+        if (failedAt < 0) {
+          failedAt = index;
+          error = new RespError(message);
+        }
+      });
+      if (next >= 0) index++;
+      return next;
+    });
+    return { failedAt, error };
+  }
+
+  /**
+   * Writes `bytes`, then hands `count` replies, in order, to `take`: it gets where the next
+   * reply starts in the buffer and returns where the one after it starts, or -1 while that
+   * reply is not all there.
+   */
+  async #roundTrip(
+    bytes: Uint8Array,
+    count: number,
+    timeoutMs: number,
+    take: (at: number) => number,
+  ): Promise<void> {
     if (this.#broken) throw this.#broken;
-    // Closing the connection ends the pending write or read, which then throws.
-    const deadline = setTimeout(() => {
-      this.#broken = new DeadlineExceeded(`${commands.length} Redis commands`, timeoutMs);
-      this.close();
-    }, timeoutMs);
+    this.#deadlineAt = performance.now() + timeoutMs;
+    this.#deadlineWhat = `${count} Redis commands`;
+    this.#deadlineMs = timeoutMs;
+    const replies = this.#replies;
     try {
-      const bytes = encodeCommands(commands);
       for (let written = 0; written < bytes.length;) {
         written += await this.#conn.write(bytes.subarray(written));
       }
-      const replies: RespReply[] = [];
-      while (replies.length < commands.length) {
-        const reply = this.#reader.next();
-        if (reply !== undefined) {
-          replies.push(reply);
+      for (let taken = 0; taken < count;) {
+        const next = replies.start < replies.end ? take(replies.start) : -1;
+        if (next >= 0) {
+          replies.start = next;
+          taken++;
           continue;
         }
-        const { value, done } = await this.#chunks.read();
-        if (done) throw new Error("connection closed by Redis");
-        this.#reader.append(value);
+        const read = await this.#conn.read(replies.room());
+        if (read === null) throw new Error("connection closed by Redis");
+        replies.end += read;
       }
-      return replies;
     } catch (error) {
       this.#broken ??= error instanceof Error ? error : new Error(String(error));
       this.close();
       throw this.#broken;
     } finally {
-      clearTimeout(deadline);
+      this.#deadlineAt = 0;
     }
   }
 
   close(): void {
     this.#broken ??= new Error("connection closed");
+    clearInterval(this.#watch);
     try {
       this.#conn.close();
     } catch {

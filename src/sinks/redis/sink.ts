@@ -1,7 +1,7 @@
 /**
  * Redis sink: each event is appended to the stream `mining:{event}` with the fields
  * `id event ts source data`, capped with `MAXLEN ~`; `block_found` is also published on
- * `blocks:found` as the whole event in JSON, `id` included. Writes are pipelined, one batch in
+ * `blocks:found` as the whole event in JSON, `id` included (`request.ts`). Writes are pipelined, one batch in
  * flight at a time, so order holds and a failed batch is sent again from its first unconfirmed
  * event. Delivery is at-least-once: an entry may appear twice (a batch cut by a lost
  * connection, a replay after a restart), and consumers drop repeats by `id`.
@@ -13,12 +13,12 @@
 import { getLogger } from "@logtape/logtape";
 import { redactUrl } from "../../ops/config.ts";
 import type { MiningEvent } from "../../events.ts";
-import { payloadJson } from "../../payload_json.ts";
 import { Backoff, sleep } from "../backoff.ts";
 import { PendingQueue } from "../pending_queue.ts";
 import { Histogram } from "../../ops/metrics.ts";
 import type { Sink, SinkStats } from "../../sink.ts";
-import { RespConnection, RespError } from "./resp.ts";
+import { RequestBuilder } from "./request.ts";
+import { RespConnection } from "./resp.ts";
 
 /** Options for {@link createRedisSink}. */
 export interface RedisSinkOptions {
@@ -33,43 +33,11 @@ export interface RedisSinkOptions {
   readonly writeTimeoutMs?: number;
 }
 
-/** Channel on which `block_found` events are published. */
-export const BLOCKS_CHANNEL = "blocks:found";
-
-/** Stream key of an event type. */
-export function streamKey(eventType: string): string {
-  return `mining:${eventType}`;
-}
-
-/** The Redis commands that deliver one event. */
-export function commandsFor(event: MiningEvent, streamMaxLen: string): string[][] {
-  const xadd = [
-    "XADD",
-    streamKey(event.event),
-    "MAXLEN",
-    "~",
-    streamMaxLen,
-    "*",
-    "id",
-    event.id,
-    "event",
-    event.event,
-    "ts",
-    String(event.ts),
-    "source",
-    event.source,
-    "data",
-    payloadJson(event.data),
-  ];
-  if (event.event !== "block_found") return [xadd];
-  return [xadd, ["PUBLISH", BLOCKS_CHANNEL, JSON.stringify(event)]];
-}
-
 /** Creates the Redis sink; it connects when it has something to write and reconnects by itself. */
 export function createRedisSink(options: RedisSinkOptions): Sink {
   const log = getLogger(["tbg", "redis"]);
   const maxBatch = options.maxBatch ?? 5000;
-  const maxLen = String(options.streamMaxLen);
+  const request = new RequestBuilder(options.streamMaxLen);
   const url = redactUrl(options.url);
   const queue = new PendingQueue<MiningEvent>();
   const connectTimeoutMs = options.connectTimeoutMs ?? 3_000;
@@ -91,22 +59,19 @@ export function createRedisSink(options: RedisSinkOptions): Sink {
       connection = await RespConnection.connect(options.url, connectTimeoutMs);
       log.info("connected to {url}", { url });
     }
-    const commands: string[][] = [];
-    const owner: number[] = [];
-    for (let i = 0; i < batch.length; i++) {
-      for (const command of commandsFor(batch[i], maxLen)) {
-        commands.push(command);
-        owner.push(i);
-      }
-    }
+    request.clear();
+    for (let i = 0; i < batch.length; i++) request.add(batch[i], i);
     const started = performance.now();
-    const replies = await connection.pipeline(commands, writeTimeoutMs);
-    const failed = replies.findIndex((reply) => reply instanceof RespError);
-    if (failed < 0) {
+    const { failedAt, error } = await connection.send(
+      request.bytes(),
+      request.commands,
+      writeTimeoutMs,
+    );
+    if (failedAt < 0) {
       writeLatency.observe((performance.now() - started) / 1000);
       return batch.length;
     }
-    throw Object.assign(replies[failed] as RespError, { confirmed: owner[failed] });
+    throw Object.assign(error!, { confirmed: request.owner(failedAt) });
   }
 
   async function writeLoop(): Promise<void> {

@@ -1,0 +1,191 @@
+/**
+ * The Redis sink's requests: each event becomes `XADD mining:{event} MAXLEN ~ {cap} * id …
+ * event … ts … source … data …`, and a `block_found` also a `PUBLISH blocks:found {event}`.
+ * They are written as RESP straight into one buffer that every batch reuses: the parts that
+ * are the same for every event of a type are encoded once, and no command array or string of
+ * the whole pipeline is built per event.
+ *
+ * @module
+ */
+import type { MiningEvent } from "../../events.ts";
+import { payloadJson } from "../../payload_json.ts";
+
+/** Channel on which `block_found` events are published. */
+export const BLOCKS_CHANNEL = "blocks:found";
+
+/** Stream key of an event type. */
+export function streamKey(eventType: string): string {
+  return `mining:${eventType}`;
+}
+
+/** The Redis commands that deliver one event, as argument lists (what {@link RequestBuilder} writes). */
+export function commandsFor(event: MiningEvent, streamMaxLen: string): string[][] {
+  const xadd = [
+    "XADD",
+    streamKey(event.event),
+    "MAXLEN",
+    "~",
+    streamMaxLen,
+    "*",
+    "id",
+    event.id,
+    "event",
+    event.event,
+    "ts",
+    String(event.ts),
+    "source",
+    event.source,
+    "data",
+    payloadJson(event.data),
+  ];
+  if (event.event !== "block_found") return [xadd];
+  return [xadd, ["PUBLISH", BLOCKS_CHANNEL, JSON.stringify(event)]];
+}
+
+const encoder = new TextEncoder();
+const CRLF = [13, 10];
+
+function bulk(text: string): number[] {
+  return [
+    ...encoder.encode(`$${encoder.encode(text).length}\r\n`),
+    ...encoder.encode(text),
+    ...CRLF,
+  ];
+}
+
+/** Builds the RESP of a batch's commands in one reused, growing buffer. */
+export class RequestBuilder {
+  readonly #maxLen: string;
+  /** By event type: everything of its XADD up to the `id` value's bulk header. */
+  readonly #prefixes = new Map<string, Uint8Array>();
+  #bytes = new Uint8Array(256 * 1024);
+  #length = 0;
+  /** For each command written, the index of the event it delivers. */
+  #owners: number[] = [];
+
+  /** @param streamMaxLen the approximate length cap of each stream */
+  constructor(streamMaxLen: number) {
+    this.#maxLen = String(streamMaxLen);
+  }
+
+  /** Commands written since the last {@link clear}. */
+  get commands(): number {
+    return this.#owners.length;
+  }
+
+  /** The index, among the events added, of the event command `command` delivers. */
+  owner(command: number): number {
+    return this.#owners[command];
+  }
+
+  /** The RESP written so far; valid until the next change. */
+  bytes(): Uint8Array {
+    return this.#bytes.subarray(0, this.#length);
+  }
+
+  /** Starts an empty batch. */
+  clear(): void {
+    this.#length = 0;
+    this.#owners = [];
+  }
+
+  /** Writes the commands of `event`, the `index`th of the batch. */
+  add(event: MiningEvent, index: number): void {
+    this.#raw(this.#prefix(event.event));
+    this.#bulk(event.id);
+    this.#raw(FIELD_EVENT);
+    this.#bulk(event.event);
+    this.#raw(FIELD_TS);
+    this.#bulk(String(event.ts));
+    this.#raw(FIELD_SOURCE);
+    this.#bulk(event.source);
+    this.#raw(FIELD_DATA);
+    this.#bulk(payloadJson(event.data));
+    this.#owners.push(index);
+    if (event.event === "block_found") {
+      this.#raw(PUBLISH_PREFIX);
+      this.#bulk(JSON.stringify(event));
+      this.#owners.push(index);
+    }
+  }
+
+  #prefix(type: string): Uint8Array {
+    let prefix = this.#prefixes.get(type);
+    if (prefix === undefined) {
+      prefix = Uint8Array.from([
+        ...encoder.encode("*16\r\n"),
+        ...bulk("XADD"),
+        ...bulk(streamKey(type)),
+        ...bulk("MAXLEN"),
+        ...bulk("~"),
+        ...bulk(this.#maxLen),
+        ...bulk("*"),
+        ...bulk("id"),
+      ]);
+      this.#prefixes.set(type, prefix);
+    }
+    return prefix;
+  }
+
+  #reserve(bytes: number): void {
+    if (this.#length + bytes <= this.#bytes.length) return;
+    const grown = new Uint8Array(Math.max(this.#bytes.length * 2, this.#length + bytes));
+    grown.set(this.#bytes.subarray(0, this.#length));
+    this.#bytes = grown;
+  }
+
+  #raw(part: Uint8Array): void {
+    this.#reserve(part.length);
+    this.#bytes.set(part, this.#length);
+    this.#length += part.length;
+  }
+
+  /** `$<bytes>\r\n<text>\r\n`; ASCII (all but a few payloads) is copied without an encoder. */
+  #bulk(text: string): void {
+    // Room for the text at 3 bytes per UTF-16 unit, its length in digits and the CRLFs.
+    this.#reserve(text.length * 3 + 16);
+    const bytes = this.#bytes;
+    let ascii = true;
+    for (let i = 0; i < text.length; i++) {
+      if (text.charCodeAt(i) >= 0x80) {
+        ascii = false;
+        break;
+      }
+    }
+    let at = this.#length;
+    if (ascii) {
+      at = this.#header(at, text.length);
+      for (let i = 0; i < text.length; i++) bytes[at + i] = text.charCodeAt(i);
+      at += text.length;
+    } else {
+      const encoded = encoder.encode(text);
+      at = this.#header(at, encoded.length);
+      bytes.set(encoded, at);
+      at += encoded.length;
+    }
+    bytes[at] = 13;
+    bytes[at + 1] = 10;
+    this.#length = at + 2;
+  }
+
+  /** Writes `$<length>\r\n` at `at`; returns where the text goes. */
+  #header(at: number, length: number): number {
+    const bytes = this.#bytes;
+    bytes[at++] = 36; // $
+    const digits = String(length);
+    for (let i = 0; i < digits.length; i++) bytes[at++] = digits.charCodeAt(i);
+    bytes[at++] = 13;
+    bytes[at++] = 10;
+    return at;
+  }
+}
+
+const FIELD_EVENT = Uint8Array.from(bulk("event"));
+const FIELD_TS = Uint8Array.from(bulk("ts"));
+const FIELD_SOURCE = Uint8Array.from(bulk("source"));
+const FIELD_DATA = Uint8Array.from(bulk("data"));
+const PUBLISH_PREFIX = Uint8Array.from([
+  ...encoder.encode("*3\r\n"),
+  ...bulk("PUBLISH"),
+  ...bulk(BLOCKS_CHANNEL),
+]);

@@ -1,0 +1,47 @@
+import assert from "node:assert/strict";
+import type { MiningEvent } from "../../src/events.ts";
+import { commandsFor, RequestBuilder } from "../../src/sinks/redis/request.ts";
+import { encodeCommands } from "../../src/sinks/redis/resp.ts";
+
+function event(overrides: Partial<MiningEvent> = {}): MiningEvent {
+  return {
+    id: "0123456789abcdef:7",
+    event: "share_submitted",
+    ts: 1767225600.123456,
+    source: "hosted",
+    seq: 7,
+    emitter: "0123456789abcdef",
+    data: { user: "bc1qexample", worker: "rig1", diff: 1024, accepted: true },
+    ...overrides,
+  };
+}
+
+Deno.test("the builder writes exactly the RESP of the commands, batch after batch", () => {
+  const events = [
+    event(),
+    event({ id: "a:1", event: "miner_connected", data: { user: "ünïcödé 😀", ip: "10.0.0.1" } }),
+    event({ id: "a:2", event: "block_found", data: { height: 812345, hash: "00".repeat(32) } }),
+    event({ id: "sha256:" + "f".repeat(32), ts: 1, source: "proxy", data: {} }),
+  ];
+  const builder = new RequestBuilder(100_000);
+  for (let round = 0; round < 2; round++) {
+    builder.clear();
+    events.forEach((e, i) => builder.add(e, i));
+    const expected = encodeCommands(events.flatMap((e) => commandsFor(e, "100000")));
+    assert.deepEqual(builder.bytes(), expected);
+    // block_found is an XADD and a PUBLISH, both delivering event 2.
+    assert.equal(builder.commands, 5);
+    assert.deepEqual([0, 1, 2, 3, 4].map((c) => builder.owner(c)), [0, 1, 2, 2, 3]);
+  }
+});
+
+Deno.test("the builder grows past its first buffer", () => {
+  const big = event({ data: { note: "x".repeat(400_000), other: "é".repeat(100_000) } });
+  const builder = new RequestBuilder(10);
+  builder.add(big, 0);
+  builder.add(event(), 1);
+  assert.deepEqual(
+    builder.bytes(),
+    encodeCommands([...commandsFor(big, "10"), ...commandsFor(event(), "10")]),
+  );
+});
