@@ -217,6 +217,13 @@ edit $S share-submitted \
 edit $S share-submitted-no-workbase \
 	'static json_t *parse_submit(stratum_instance_t *client, json_t *json_msg,' \
 	'return json_boolean(false);' 1 replace "$HOOKS/stratifier-share-no-workbase.inc"
+edit $S diff-updated 'static void stratum_send_diff(sdata_t *sdata, const stratum_instance_t *client)' \
+	'stratum_add_send(sdata, json_msg, client->id, SM_DIFF);' 1 before \
+	"$HOOKS/stratifier-diff-sent.inc"
+edit $S hashrate-update "" 'static void *statsupdate(void *arg)' 1 before \
+	"$HOOKS/stratifier-hashrates.inc"
+edit $S hashrate-update-tick 'static void *statsupdate(void *arg)' \
+	'ts_to_tv(&now, &stats->last_update);' 1 after "$HOOKS/stratifier-stats-tick.inc"
 edit src/ckpool.h event-socket-path-field 'struct ckpool_instance {' 'char *zmqblock;' 1 after \
 	"$HOOKS/ckpool.h-field.inc"
 edit src/ckpool.c event-socket-path-config 'static void parse_config(ckpool_t *ckp)' \

@@ -275,6 +275,18 @@ static void tbg_set_user(json_t *obj, const char *user, const char *workername)
 	tbg_set_str(obj, "worker", tbg_worker_suffix(workername));
 }
 
+/* A new data object holding user and worker, or NULL while disabled */
+static json_t *tbg_user_data(const char *user, const char *workername)
+{
+	json_t *data;
+
+	if (!tbg_events_enabled())
+		return NULL;
+	data = json_object();
+	tbg_set_user(data, user, workername);
+	return data;
+}
+
 static double tbg_now(void)
 {
 	struct timespec ts;
@@ -330,32 +342,29 @@ static int tbg_send(const char *event, json_t *data)
 
 int tbg_emit_share_submitted(const char *user, const char *workername, int64_t client_id,
 			     double diff, double sdiff, bool accepted,
-			     const char *reject_reason, const char *ip)
+			     const char *reject_reason, const char *ip, bool is_block)
 {
-	json_t *data;
+	json_t *data = tbg_user_data(user, workername);
 
-	if (!tbg_events_enabled())
+	if (!data)
 		return -1;
-	data = json_object();
-	tbg_set_user(data, user, workername);
 	tbg_set_int(data, "client_id", client_id);
 	tbg_set_num(data, "diff", diff);
 	tbg_set_num(data, "sdiff", sdiff);
 	json_object_set_new(data, "accepted", json_boolean(accepted));
 	tbg_set_str(data, "reject_reason", accepted ? "" : reject_reason);
 	tbg_set_str(data, "ip", ip);
+	json_object_set_new(data, "is_block", json_boolean(is_block));
 	return tbg_send("share_submitted", data);
 }
 
 int tbg_emit_miner_connected(const char *user, const char *workername, int64_t client_id,
 			     const char *ip, const char *useragent, double initial_diff)
 {
-	json_t *data;
+	json_t *data = tbg_user_data(user, workername);
 
-	if (!tbg_events_enabled())
+	if (!data)
 		return -1;
-	data = json_object();
-	tbg_set_user(data, user, workername);
 	tbg_set_int(data, "client_id", client_id);
 	tbg_set_str(data, "ip", ip);
 	tbg_set_str(data, "useragent", useragent);
@@ -367,12 +376,10 @@ int tbg_emit_miner_disconnected(const char *user, const char *workername, int64_
 				const char *ip, double session_duration, int64_t shares_session,
 				int64_t rejects_session)
 {
-	json_t *data;
+	json_t *data = tbg_user_data(user, workername);
 
-	if (!tbg_events_enabled())
+	if (!data)
 		return -1;
-	data = json_object();
-	tbg_set_user(data, user, workername);
 	tbg_set_int(data, "client_id", client_id);
 	tbg_set_str(data, "ip", ip);
 	tbg_set_num(data, "session_duration", session_duration);
@@ -385,12 +392,10 @@ int tbg_emit_block_found(const char *user, const char *workername, int64_t heigh
 			 const char *hash, double diff, double network_diff,
 			 int64_t reward_sats, const char *coinbase_sig)
 {
-	json_t *data;
+	json_t *data = tbg_user_data(user, workername);
 
-	if (!tbg_events_enabled())
+	if (!data)
 		return -1;
-	data = json_object();
-	tbg_set_user(data, user, workername);
 	tbg_set_int(data, "height", height);
 	tbg_set_str(data, "hash", hash);
 	tbg_set_num(data, "diff", diff);
@@ -416,15 +421,40 @@ int tbg_emit_new_block_network(int64_t height, const char *hash, double diff,
 	return tbg_send("new_block_network", data);
 }
 
+int tbg_emit_diff_updated(const char *user, const char *workername, int64_t client_id,
+			  double old_diff, double new_diff)
+{
+	json_t *data = tbg_user_data(user, workername);
+
+	if (!data)
+		return -1;
+	tbg_set_int(data, "client_id", client_id);
+	tbg_set_num(data, "old_diff", old_diff);
+	tbg_set_num(data, "new_diff", new_diff);
+	return tbg_send("diff_updated", data);
+}
+
+int tbg_emit_hashrate_update(const char *user, const char *workername, double hashrate_1m,
+			     double hashrate_5m, double hashrate_1h, double hashrate_1d)
+{
+	json_t *data = tbg_user_data(user, workername);
+
+	if (!data)
+		return -1;
+	tbg_set_num(data, "hashrate_1m", hashrate_1m);
+	tbg_set_num(data, "hashrate_5m", hashrate_5m);
+	tbg_set_num(data, "hashrate_1h", hashrate_1h);
+	tbg_set_num(data, "hashrate_1d", hashrate_1d);
+	return tbg_send("hashrate_update", data);
+}
+
 int tbg_emit_share_best_diff(const char *user, const char *workername, double new_best,
 			     double prev_best, const char *timeframe)
 {
-	json_t *data;
+	json_t *data = tbg_user_data(user, workername);
 
-	if (!tbg_events_enabled())
+	if (!data)
 		return -1;
-	data = json_object();
-	tbg_set_user(data, user, workername);
 	tbg_set_num(data, "new_best", new_best);
 	tbg_set_num(data, "prev_best", prev_best);
 	tbg_set_str(data, "timeframe", timeframe);

@@ -30,6 +30,9 @@
 /* Send buffer asked for; the kernel may cap it at net.core.wmem_max */
 #define TBG_SNDBUF_BYTES (4 * 1024 * 1024)
 
+/* Seconds between hashrate_update rounds when the config sets none */
+#define TBG_HASHRATE_INTERVAL 60
+
 /* Longest string field in bytes, cut at a UTF-8 character boundary */
 #define TBG_MAX_FIELD 512
 
@@ -65,7 +68,7 @@ const char *tbg_worker_suffix(const char *workername);
  * is taken from workername as ckpool does. NULL strings are sent as "". */
 int tbg_emit_share_submitted(const char *user, const char *workername, int64_t client_id,
 			     double diff, double sdiff, bool accepted,
-			     const char *reject_reason, const char *ip);
+			     const char *reject_reason, const char *ip, bool is_block);
 int tbg_emit_miner_connected(const char *user, const char *workername, int64_t client_id,
 			     const char *ip, const char *useragent, double initial_diff);
 int tbg_emit_miner_disconnected(const char *user, const char *workername, int64_t client_id,
@@ -77,6 +80,11 @@ int tbg_emit_block_found(const char *user, const char *workername, int64_t heigh
 /* prev_hash may be NULL: the field is then left out */
 int tbg_emit_new_block_network(int64_t height, const char *hash, double diff,
 			       const char *prev_hash);
+int tbg_emit_diff_updated(const char *user, const char *workername, int64_t client_id,
+			  double old_diff, double new_diff);
+/* Hashrates in hashes per second */
+int tbg_emit_hashrate_update(const char *user, const char *workername, double hashrate_1m,
+			     double hashrate_5m, double hashrate_1h, double hashrate_1d);
 int tbg_emit_share_best_diff(const char *user, const char *workername, double new_best,
 			     double prev_best, const char *timeframe);
 

@@ -475,6 +475,7 @@ export class DemoStream {
         accepted,
         reject_reason: reason,
         ip: state.miner.ip,
+        is_block: sdiff >= this.#networkDiff,
       },
     });
     if (!accepted) return;

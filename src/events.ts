@@ -1,8 +1,10 @@
 /**
  * The event contract: what one datagram from the patched ckpool may hold.
  *
- * Known event types are validated and their `data` filled with safe defaults, so a
- * partial event is still accepted. Unknown types keep their `data` as sent (forward
+ * The contract itself is `contract/events.json`: every known type, its fields, their kinds and
+ * defaults. Known event types are validated and their `data` filled with safe defaults, so a
+ * partial event is still accepted; only a `block_found` must carry its `height` and `hash`, as
+ * a block the game announces must be a real one. Unknown types keep their `data` as sent (forward
  * compatibility). Fields an emitter adds that the contract does not know are kept. Any
  * payload a sink could not store exactly as sent (NUL, lone surrogates, numbers out of
  * range, a `__proto__` key, nesting past {@link MAX_DATA_DEPTH}) is refused.
@@ -10,100 +12,64 @@
  * @module
  */
 import { z } from "zod";
+import contract from "../contract/events.json" with { type: "json" };
 import { eventId } from "./event_identity.ts";
 
 /** Longest string accepted in any field; datagrams are small, this only stops abuse. */
 const MAX_TEXT = 1024;
 
-/** How one payload field is checked, and the value a missing field gets. */
-export type FieldKind = "text" | "nonNegative" | "count" | "flag";
+/** A block hash as bitcoind shows it. */
+const BLOCK_HASH = /^[0-9a-fA-F]{64}$/;
 
-const zodField = {
-  text: () => z.string().max(MAX_TEXT).default(""),
-  nonNegative: () => z.number().nonnegative().default(0),
-  count: () => z.int().nonnegative().default(0),
-  // Only `accepted` is a flag: a share whose outcome is not stated is not credited.
-  flag: () => z.boolean().default(false),
-} as const;
+/** How one payload field is checked (`contract/events.json`, `types`). */
+export type FieldKind = keyof typeof contract.types;
 
-type FieldsOf<T> = { readonly [name: string]: T };
-type ZodShape<F extends FieldsOf<FieldKind>> = {
-  -readonly [K in keyof F]: ReturnType<(typeof zodField)[F[K]]>;
+/** Event types with a schema: those of `contract/events.json`. */
+export type KnownEventType = keyof typeof contract.events;
+
+/** How each kind is checked, and the value a missing field gets (none: the field is required). */
+const zodField: Record<FieldKind, () => z.ZodType> = {
+  text: () => z.string().max(MAX_TEXT).default(contract.types.text.default),
+  nonNegative: () => z.number().nonnegative().default(contract.types.nonNegative.default),
+  count: () => z.int().nonnegative().default(contract.types.count.default),
+  // Only `accepted` and `is_block` are flags: an outcome that is not stated is not credited.
+  flag: () => z.boolean().default(contract.types.flag.default),
+  positiveCount: () => z.int().min(1),
+  blockHash: () => z.string().regex(BLOCK_HASH, "must be 64 hex digits"),
 };
 
-/** The payload fields of the event types ckpool emits, by event name, and how each is checked. */
-export const EVENT_FIELDS = {
-  share_submitted: {
-    user: "text",
-    worker: "text",
-    client_id: "count",
-    diff: "nonNegative",
-    sdiff: "nonNegative",
-    accepted: "flag",
-    reject_reason: "text",
-    ip: "text",
-  },
-  block_found: {
-    user: "text",
-    worker: "text",
-    height: "count",
-    hash: "text",
-    diff: "nonNegative",
-    network_diff: "nonNegative",
-    reward_sats: "count",
-    coinbase_sig: "text",
-  },
-  miner_connected: {
-    user: "text",
-    worker: "text",
-    client_id: "count",
-    ip: "text",
-    useragent: "text",
-    initial_diff: "nonNegative",
-  },
-  miner_disconnected: {
-    user: "text",
-    worker: "text",
-    client_id: "count",
-    ip: "text",
-    session_duration: "nonNegative",
-    shares_session: "count",
-  },
-  diff_updated: {
-    user: "text",
-    worker: "text",
-    client_id: "count",
-    old_diff: "nonNegative",
-    new_diff: "nonNegative",
-  },
-  hashrate_update: {
-    user: "text",
-    worker: "text",
-    hashrate_1m: "nonNegative",
-    hashrate_5m: "nonNegative",
-    hashrate_1h: "nonNegative",
-    hashrate_1d: "nonNegative",
-  },
-  new_block_network: {
-    height: "count",
-    hash: "text",
-    diff: "nonNegative",
-    prev_hash: "text",
-  },
-  share_best_diff: {
-    user: "text",
-    worker: "text",
-    new_best: "nonNegative",
-    prev_best: "nonNegative",
-    timeframe: "text",
-  },
-} as const satisfies FieldsOf<FieldsOf<FieldKind>>;
+type FieldsOf<T> = { readonly [name: string]: T };
 
-function schemaOf<F extends FieldsOf<FieldKind>>(fields: F) {
-  const shape = Object.fromEntries(
-    Object.entries(fields).map(([name, kind]) => [name, zodField[kind]()]),
+function isFieldKind(kind: string): kind is FieldKind {
+  return Object.hasOwn(zodField, kind);
+}
+
+/**
+ * The payload fields of the event types ckpool emits, by event name, and how each is checked,
+ * read from `contract/events.json`; a contract naming a kind this module cannot check stops
+ * the import.
+ */
+export const EVENT_FIELDS: { readonly [T in KnownEventType]: FieldsOf<FieldKind> } = Object
+  .freeze(
+    Object.fromEntries(
+      Object.entries(contract.events).map(([type, { fields }]) => [
+        type,
+        Object.freeze(Object.fromEntries(
+          Object.entries(fields).map(([name, { type: kind }]) => {
+            if (!isFieldKind(kind)) {
+              throw new Error(`contract/events.json: ${type}.${name} has unknown type ${kind}`);
+            }
+            return [name, kind];
+          }),
+        )),
+      ]),
+    ) as { [T in KnownEventType]: FieldsOf<FieldKind> },
   );
-  return z.looseObject(shape as ZodShape<F>);
+
+function schemaOf(fields: FieldsOf<FieldKind>) {
+  return z.looseObject(
+    Object.fromEntries(Object.entries(fields).map(([name, kind]) => [name, zodField[kind]()])),
+  );
 }
 
 /**
@@ -113,12 +79,7 @@ function schemaOf<F extends FieldsOf<FieldKind>>(fields: F) {
  */
 export const dataSchemas = Object.fromEntries(
   Object.entries(EVENT_FIELDS).map(([type, fields]) => [type, schemaOf(fields)]),
-) as {
-  readonly [T in keyof typeof EVENT_FIELDS]: ReturnType<typeof schemaOf<(typeof EVENT_FIELDS)[T]>>;
-};
-
-/** Event types with a schema. */
-export type KnownEventType = keyof typeof dataSchemas;
+) as { readonly [T in KnownEventType]: ReturnType<typeof schemaOf> };
 
 /** Every known event type, in contract order. */
 export const KNOWN_EVENT_TYPES: readonly KnownEventType[] = Object.freeze(
@@ -247,23 +208,31 @@ const UNDECIDED = Symbol("undecided");
 const fastField: Record<FieldKind, (value: unknown) => unknown> = {
   text: (value) =>
     value === undefined
-      ? ""
+      ? contract.types.text.default
       : typeof value === "string" && value.length <= MAX_TEXT
       ? value
       : UNDECIDED,
   nonNegative: (value) =>
     value === undefined
-      ? 0
+      ? contract.types.nonNegative.default
       : typeof value === "number" && value >= 0 && value <= Number.MAX_VALUE
       ? value
       : UNDECIDED,
   count: (value) =>
     value === undefined
-      ? 0
+      ? contract.types.count.default
       : Number.isSafeInteger(value) && (value as number) >= 0
       ? value
       : UNDECIDED,
-  flag: (value) => value === undefined ? false : typeof value === "boolean" ? value : UNDECIDED,
+  flag: (value) =>
+    value === undefined
+      ? contract.types.flag.default
+      : typeof value === "boolean"
+      ? value
+      : UNDECIDED,
+  positiveCount: (value) =>
+    Number.isSafeInteger(value) && (value as number) >= 1 ? value : UNDECIDED,
+  blockHash: (value) => typeof value === "string" && BLOCK_HASH.test(value) ? value : UNDECIDED,
 };
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {

@@ -142,6 +142,9 @@ Deno.test("datagrams reach Redis streams and PostgreSQL tables; malformed ones a
         "this is not json",
         { ...event("share_submitted", { diff: "lots" }) },
         crypto.getRandomValues(new Uint8Array(64 * 1024)),
+        // A block must be a real one: no data at all, or a hash that is not a block hash.
+        event("block_found", {}),
+        event("block_found", { user: OTHER, height: 5, hash: "00ab" }),
       ];
       for (let i = 0; i < good.length; i++) {
         await send(sender, good[i]);
@@ -213,8 +216,13 @@ Deno.test("datagrams reach Redis streams and PostgreSQL tables; malformed ones a
         from workers w join users u on u.id = w.user_id
         where u.btc_address = ${USER} and w.worker_name = ${quirky}`;
       assert.deepEqual({ ...worker }, { is_online: false, has_share: true });
-      const [block] = await sql`select block_height::int as block_height, btc_address from blocks`;
-      assert.deepEqual({ ...block }, { block_height: 210_000, btc_address: OTHER });
+      const blockRows =
+        await sql`select block_height::int as block_height, btc_address from blocks`;
+      assert.deepEqual(blockRows.map((r) => ({ ...r })), [
+        { block_height: 210_000, btc_address: OTHER },
+      ]);
+      assert.equal(Number(await redis.sendCommand(["XLEN", "mining:block_found"])), 1);
+      assert.equal(blocks.length, 1, "only the real block is published");
       const [weekly] = await sql`
         select best_difficulty, total_shares::int as total_shares from weekly_best_diff where btc_address = ${USER}`;
       assert.deepEqual({ ...weekly }, { best_difficulty: 3.5, total_shares: 1 });
@@ -222,7 +230,7 @@ Deno.test("datagrams reach Redis streams and PostgreSQL tables; malformed ones a
       assert.deepEqual(users.map((r) => r.btc_address).sort(), [OTHER, USER].sort());
 
       assert.equal(await collector.stop("SIGTERM"), 0);
-      assert.match(collector.output(), /stopped: received=12 accepted=8 invalid=4 lost=0/);
+      assert.match(collector.output(), /stopped: received=14 accepted=8 invalid=6 lost=0/);
       assert.match(collector.output(), /rejected a datagram \(not_utf8\)/);
       assert.match(collector.output(), /rejected a datagram \(oversized\)/);
     } finally {

@@ -101,7 +101,10 @@ type RedisClient = Awaited<ReturnType<typeof redisClient>>;
  * `event_socket_path` at the collector's socket, in that order (the collector listens before
  * ckpool's first event), runs `test`, and stops every process whatever happens.
  */
-async function withStack(test: (stack: Stack) => Promise<void>): Promise<void> {
+async function withStack(
+  test: (stack: Stack) => Promise<void>,
+  options: { hashrateInterval?: number } = {},
+): Promise<void> {
   const work = await Deno.makeTempDir({ prefix: "tbg-e2e-" });
   const socket = `${work}/events.sock`;
   assert.ok(
@@ -152,13 +155,16 @@ async function withStack(test: (stack: Stack) => Promise<void>): Promise<void> {
       // no work updates while a test runs: jobs change only when the tip does
       updateInterval: 600,
       eventSocketPath: socket,
+      // 0: no hashrate_update, so that a test can count every event ckpool sends
+      extra: { event_hashrate_interval: options.hashrateInterval ?? 0 },
     });
     ckpool = startCkpool({ binary: build.ckpool, configPath, sockDir: `${work}/ckp`, loglevel: 6 });
-    const [, emitter, path] = await ckpool.waitForOutput(
-      /TBG events: emitter ([0-9a-f]{16}) sending to (\S+), send buffer/,
+    const [, emitter, path, interval] = await ckpool.waitForOutput(
+      /TBG events: emitter ([0-9a-f]{16}) sending to (\S+), send buffer \d+ bytes, hashrates every (\d+) s/,
       60_000,
     );
     assert.equal(path, socket);
+    assert.equal(Number(interval), options.hashrateInterval ?? 0);
     await ckpool.waitForOutput(/Network diff set to/, 60_000);
     // The image's health check, against this ckpool: it answers ping and mining.subscribe.
     const health = await new Deno.Command("bash", {
@@ -524,6 +530,19 @@ Deno.test({
         rejects_session: 5,
       });
 
+      // B asks for difficulty 2: ckpool tells B so, and the kit reports the change.
+      const told = b.difficulties.length;
+      await b.notify("mining.suggest_difficulty", [2]);
+      assert.equal(await b.waitForDifficulty({ after: told }), 2);
+      const [changed] = await waitForStream(stack, "diff_updated", 1);
+      assert.deepEqual(changed.data, {
+        user: addrB,
+        worker: workerB,
+        client_id: clientId.get(addrB),
+        old_diff: 1,
+        new_diff: 2,
+      });
+
       // Every share as ckpool judged it, in the order sent.
       const expectedShares = sent.map(({ addr, share }) => ({
         user: addr,
@@ -535,6 +554,7 @@ Deno.test({
         accepted: false,
         reject_reason: share.rejectReason,
         ip: "127.0.0.1",
+        is_block: false,
       }));
       const shares = await waitForStream(stack, "share_submitted", expectedShares.length);
       assert.equal(shares.length, expectedShares.length);
@@ -576,6 +596,7 @@ Deno.test({
         share_submitted: expectedShares.length,
         share_best_diff: expectedBest.length,
         miner_disconnected: 1,
+        diff_updated: 1,
       };
       const total = Object.values(expected).reduce((x, y) => x + y, 0);
       const rows = await checkEnvelopes(stack, expected);
@@ -664,7 +685,7 @@ Deno.test({
           btc_address: addrB,
           worker_name: workerB,
           is_online: true,
-          current_diff: 1,
+          current_diff: 2,
           ip_address: "127.0.0.1",
           useragent: "tbg-e2e-b/2.0",
           source: "hosted",
@@ -695,6 +716,110 @@ Deno.test({
           `after the stack was up`,
       );
     }),
+});
+
+// ---------------------------------------------------------------------------------------------
+// Hashrate and difficulty: what a game shows of a worker
+// ---------------------------------------------------------------------------------------------
+
+/** A rate as ckpool's suffix_string() writes it: "0", "512", "1.23K" ... "4.56E". */
+function fromSuffix(text: string): number {
+  const match = /^([0-9.]+)([KMGTPE]?)$/.exec(text);
+  assert.ok(match, `not a ckpool rate: ${text}`);
+  return Number(match[1]) * 1000 ** "_KMGTPE".indexOf(match[2] || "_");
+}
+
+/** ckpool's last status line (it prints one a second): `| 0.00H/s  0.0 SPS  1 users ...`. */
+function ckpoolStatus(stack: Stack): string {
+  const lines = stack.ckpool.output().replaceAll("\r", "\n").split("\n");
+  const status = lines.map((l) => l.replace(/^\[[^\]]*\] /, "")).filter((l) => /H\/s /.test(l));
+  assert.ok(status.length > 0, "ckpool printed no status line");
+  return status[status.length - 1];
+}
+
+Deno.test({
+  name:
+    "e2e: hashrate_update every event_hashrate_interval, diff_updated for every new difficulty; " +
+    "both fill the worker's row",
+  ignore: !CKPOOL_SRC,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: () =>
+    withStack(async (stack) => {
+      const { sql } = stack;
+      await waitForStream(stack, "new_block_network", 1);
+      const address = randomAddress(20);
+      const worker = "s19";
+      const miner = await connect(stack, address, worker, "tbg-e2e-rate/1.0");
+      const [connected] = await waitForStream(stack, "miner_connected", 1);
+      const clientId = connected.data.client_id;
+
+      // A difficulty the miner asked for (mining.suggest_difficulty), then another.
+      for (const [i, wanted] of [4, 3].entries()) {
+        const told = miner.difficulties.length;
+        await miner.notify("mining.suggest_difficulty", [wanted]);
+        assert.equal(await miner.waitForDifficulty({ after: told }), wanted);
+        const changes = await waitForStream(stack, "diff_updated", i + 1);
+        assert.deepEqual(changes[i].data, {
+          user: address,
+          worker,
+          client_id: clientId,
+          old_diff: i === 0 ? 1 : 4,
+          new_diff: wanted,
+        });
+      }
+
+      // Rounds every second (ckpool's stats thread ticks every 1.875 s), one event per worker
+      // with a connected client.
+      const rounds = await waitForStream(stack, "hashrate_update", 3, 30_000);
+      const gaps = rounds.slice(1).map((r, i) => r.ts - rounds[i].ts);
+      console.log(`hashrate_update rounds ${gaps.map((g) => g.toFixed(2)).join(", ")} s apart`);
+      for (const gap of gaps) assert.ok(gap > 1 && gap < 10, `rounds ${gap} s apart`);
+      for (const round of rounds) {
+        assert.deepEqual(Object.keys(round.data), [
+          "user",
+          "worker",
+          "hashrate_1m",
+          "hashrate_5m",
+          "hashrate_1h",
+          "hashrate_1d",
+        ]);
+        assert.equal(round.data.user, address);
+        assert.equal(round.data.worker, worker);
+      }
+
+      // ckpool's averages grow only from accepted shares (add_submit), and none was accepted:
+      // ckpool itself says 0 H/s, and so does every round.
+      assert.match(ckpoolStatus(stack), /^ ?[|/\\-] 0\.00H\/s /);
+      for (const round of rounds) {
+        for (const field of ["hashrate_1m", "hashrate_5m", "hashrate_1h", "hashrate_1d"]) {
+          assert.equal(round.data[field], 0, field);
+        }
+      }
+
+      // The game reads a worker's state with one query.
+      const last = rounds[rounds.length - 1];
+      const row = await waitFor(async () => {
+        const [row] = await sql`
+          select w.current_diff, w.hashrate_1m, w.hashrate_5m, w.hashrate_1h, w.hashrate_24h,
+                 extract(epoch from w.hashrate_at)::float8 as hashrate_at, w.is_online
+          from workers w join users u on u.id = w.user_id
+          where u.btc_address = ${address} and w.worker_name = ${worker}`;
+        return row && row.hashrate_at !== null && row.hashrate_at >= last.ts - 1e-6
+          ? row
+          : undefined;
+      }, { what: "the worker's row with the last hashrate_update" });
+      assert.equal(row.current_diff, 3);
+      assert.equal(row.is_online, true);
+      // The row holds the latest round it has seen.
+      const shown = (await readStream(stack.rc, "hashrate_update"))
+        .find((r) => Math.abs(r.ts - row.hashrate_at) < 1e-6);
+      assert.ok(shown, `no hashrate_update at ${row.hashrate_at}`);
+      near(row.hashrate_1m, shown.data.hashrate_1m as number, "workers.hashrate_1m");
+      near(row.hashrate_5m, shown.data.hashrate_5m as number, "workers.hashrate_5m");
+      near(row.hashrate_1h, shown.data.hashrate_1h as number, "workers.hashrate_1h");
+      near(row.hashrate_24h, shown.data.hashrate_1d as number, "workers.hashrate_24h");
+    }, { hashrateInterval: 1 }),
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -892,4 +1017,74 @@ Deno.test({
           `${((performance.now() - started) / 1000).toFixed(1)} s after the stack was up`,
       );
     }),
+});
+
+Deno.test({
+  name: "e2e real mining: hashrate_update carries ckpool's own averages once a share is " +
+    "accepted; the share is marked is_block (TBG_REAL_MINING=1)",
+  ignore: !CKPOOL_SRC || !REAL_MINING,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: () =>
+    withStack(async (stack) => {
+      await waitForStream(stack, "new_block_network", 1);
+      const address = randomAddress(20);
+      const worker = "rated";
+      const miner = await connect(stack, address, worker, "tbg-e2e-rated/1.0");
+      const deadlineMs = Number(Deno.env.get("TBG_MINING_DEADLINE_MS") ?? 20 * 60_000);
+      const share = await miner.submitValidShare({ deadlineMs });
+      assert.equal(share.accepted, true, `share refused: ${share.rejectReason}`);
+      const accepted = Date.now() / 1000;
+
+      // The share met the (test chain's easy) network target: ckpool submitted it as a block.
+      const [shareEvent] = (await waitForStream(stack, "share_submitted", 1))
+        .filter((e) => e.data.accepted === true);
+      assert.equal(shareEvent.data.is_block, true);
+      const row = await waitFor(async () => {
+        const [row] = await stack.sql`select is_block from shares where is_valid`;
+        return row;
+      }, { what: "the accepted share in PostgreSQL" });
+      assert.equal(row.is_block, true);
+
+      // ckpool logs each user with a share once a minute, its averages written by
+      // suffix_string() to 3 digits; the round after that log reads the same averages (nothing
+      // changes them but a share, or the decay of an idle worker right before the log).
+      const logPath = `${stack.work}/logs/users/${address}`;
+      const logged = await waitFor(async () => {
+        const text = await Deno.readTextFile(logPath).catch(() => undefined);
+        const entry = text === undefined ? undefined : JSON.parse(text).worker?.find(
+          (w: { workername: string }) => w.workername === `${address}.${worker}`,
+        );
+        return entry?.hashrate1m && entry.hashrate1m !== "0"
+          ? { entry: entry as Record<string, string>, at: Date.now() / 1000 }
+          : undefined;
+      }, { timeoutMs: 150_000, intervalMs: 200, what: "ckpool's minute log of the user" });
+      const round = await waitFor(async () => {
+        const rounds = await readStream(stack.rc, "hashrate_update");
+        return rounds.find((r) => r.data.user === address && r.ts > logged.at);
+      }, { timeoutMs: 150_000, intervalMs: 200, what: "a hashrate_update after ckpool's log" });
+      console.log(
+        `hashrate_update ${round.ts - accepted} s after the share: ` +
+          JSON.stringify(round.data) + `; ckpool logged ${JSON.stringify(logged.entry)}`,
+      );
+      const fields = [
+        ["hashrate_1m", "hashrate1m"],
+        ["hashrate_5m", "hashrate5m"],
+        ["hashrate_1h", "hashrate1hr"],
+        ["hashrate_1d", "hashrate1d"],
+      ];
+      for (const [field, key] of fields) {
+        const ours = round.data[field] as number;
+        const theirs = fromSuffix(logged.entry[key]);
+        assert.ok(ours > 0, `${field} is ${ours}`);
+        // Below 1000 ckpool writes the integer part ("%d"), above it 3 significant digits.
+        assert.ok(
+          theirs < 1000 ? Math.trunc(ours) === theirs : Math.abs(ours - theirs) <= 0.005 * theirs,
+          `${field} ${ours}, ckpool logged ${key} ${logged.entry[key]}`,
+        );
+      }
+      // One share, just now: the shorter the window, the more it weighs.
+      const rates = fields.map(([field]) => round.data[field] as number);
+      for (let i = 1; i < rates.length; i++) assert.ok(rates[i - 1] >= rates[i], `${rates}`);
+    }, { hashrateInterval: 60 }),
 });

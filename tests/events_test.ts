@@ -14,12 +14,13 @@ const full: Record<string, Record<string, unknown>> = {
     accepted: false,
     reject_reason: "Above target",
     ip: "10.0.0.2",
+    is_block: false,
   },
   block_found: {
     user: "tb1q",
     worker: "w",
     height: 200123,
-    hash: "00ab",
+    hash: "0000000000000000000213d4a1a3cb6f6a4cf5d1e0e9d7a9a8c95c2c31b2d4e1",
     diff: 1.5e6,
     network_diff: 1.2e6,
     reward_sats: 312500000,
@@ -40,6 +41,7 @@ const full: Record<string, Record<string, unknown>> = {
     ip: "::1",
     session_duration: 360.5,
     shares_session: 42,
+    rejects_session: 3,
   },
   diff_updated: { user: "tb1q", worker: "w", client_id: 1, old_diff: 1, new_diff: 2 },
   hashrate_update: {
@@ -52,6 +54,11 @@ const full: Record<string, Record<string, unknown>> = {
   },
   new_block_network: { height: 200124, hash: "00cd", diff: 1.2e6, prev_hash: "00ab" },
   share_best_diff: { user: "tb1q", worker: "w", new_best: 1000, prev_best: 10, timeframe: "all" },
+};
+
+/** The fields a type cannot do without. */
+const required: Record<string, Record<string, unknown>> = {
+  block_found: { height: 1, hash: "ab".repeat(32) },
 };
 
 /** A field of the wrong type, per known type. */
@@ -79,10 +86,12 @@ for (const type of KNOWN_EVENT_TYPES) {
   });
 
   Deno.test(`${type}: a partial payload gets every default`, () => {
-    const result = parseEvent({ event: type, ...envelope, data: {} });
-    assert.ok(result.ok);
+    const given = required[type] ?? {};
+    const result = parseEvent({ event: type, ...envelope, data: given });
+    assert.ok(result.ok, !result.ok ? result.detail : "");
     assert.deepEqual(Object.keys(result.event.data).sort(), Object.keys(full[type]).sort());
     for (const [key, value] of Object.entries(result.event.data)) {
+      if (Object.hasOwn(given, key)) continue;
       assert.ok(["", 0, false].includes(value as never), `${key} defaulted to ${value}`);
     }
   });
@@ -218,4 +227,34 @@ Deno.test("the text limit counts characters (code points), not UTF-16 units", ()
     parseEvent({ event: "share_submitted", ...envelope, data: { worker } });
   assert.ok(withWorker("\u{1f600}".repeat(1024)).ok);
   assert.ok(!withWorker("\u{1f600}".repeat(1025)).ok);
+});
+
+Deno.test("a block_found without a 64-hex-digit hash and a height above 0 is refused", () => {
+  const good = full.block_found;
+  const cases: [string, Record<string, unknown>, string][] = [
+    ["nothing at all", {}, "height"],
+    ["no hash", { ...good, hash: undefined }, "hash"],
+    ["an empty hash", { ...good, hash: "" }, "hash"],
+    ["a short hash", { ...good, hash: "ab".repeat(31) }, "hash"],
+    ["a long hash", { ...good, hash: "ab".repeat(33) }, "hash"],
+    ["a hash that is not hex", { ...good, hash: "zz".repeat(32) }, "hash"],
+    ["no height", { ...good, height: undefined }, "height"],
+    ["height 0", { ...good, height: 0 }, "height"],
+    ["a negative height", { ...good, height: -5 }, "height"],
+    ["a fractional height", { ...good, height: 2.5 }, "height"],
+  ];
+  for (const [what, data, field] of cases) {
+    const result = parseEvent({ event: "block_found", ...envelope, data });
+    assert.ok(!result.ok, `${what}: accepted`);
+    assert.equal(result.reason, "invalid_data", what);
+    assert.ok(result.detail.includes(field), `${what}: ${result.detail}`);
+  }
+  // The smallest real block: height 1, any case of hex.
+  const upper = parseEvent({
+    event: "block_found",
+    ...envelope,
+    data: { height: 1, hash: "AB".repeat(32) },
+  });
+  assert.ok(upper.ok);
+  assert.equal(upper.event.data.hash, "AB".repeat(32));
 });

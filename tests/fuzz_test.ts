@@ -63,13 +63,17 @@ const MAX_TS = 253402300799;
 /** The receive slot: a longer datagram reaches the centre cut and flagged. */
 const MAX_DATAGRAM_BYTES = 16 * 1024;
 
-type Kind = "text" | "number" | "count" | "bool";
+type Kind = "text" | "number" | "count" | "bool" | "height" | "hash";
 const KIND: Record<FieldKind, Kind> = {
   text: "text",
   nonNegative: "number",
   count: "count",
   flag: "bool",
+  positiveCount: "height",
+  blockHash: "hash",
 };
+/** Kinds a valid payload must carry. */
+const REQUIRED_KINDS: ReadonlySet<Kind> = new Set(["height", "hash"]);
 const CONTRACT = Object.fromEntries(
   Object.entries(EVENT_FIELDS).map(([type, fields]) => [
     type,
@@ -276,17 +280,23 @@ const fieldValue: Record<Kind, fc.Arbitrary<Json>> = {
   number: validNumber,
   count: validCount,
   bool: fc.boolean(),
+  height: fc.oneof(fc.integer({ min: 1, max: Number.MAX_SAFE_INTEGER }), fc.constant(1)),
+  hash: fc.stringMatching(/^[0-9a-fA-F]{64}$/),
 };
 
-/** A known type's payload: any subset of its fields, valid, plus fields it does not know. */
+/**
+ * A known type's payload: its required fields and any subset of the others, valid, plus fields
+ * it does not know.
+ */
 function knownData(type: KnownEventType): fc.Arbitrary<Obj> {
   const fields = CONTRACT[type];
   const extraKey = safeKey.filter((key) => !Object.hasOwn(fields, key));
+  const requiredKeys = Object.keys(fields).filter((name) => REQUIRED_KINDS.has(fields[name]));
   return fc
     .tuple(
       fc.record(
         Object.fromEntries(Object.entries(fields).map(([name, kind]) => [name, fieldValue[kind]])),
-        { requiredKeys: [] },
+        { requiredKeys },
       ),
       fc.array(fc.tuple(extraKey, safeJson), { maxLength: 3 }),
     )
@@ -510,6 +520,12 @@ function checkEvent(event: MiningEvent, raw: Record<string, unknown>): void {
         break;
       case "bool":
         assert.ok(typeof value === "boolean", what);
+        break;
+      case "height":
+        assert.ok(Number.isSafeInteger(value) && (value as number) >= 1, what);
+        break;
+      case "hash":
+        assert.ok(typeof value === "string" && /^[0-9a-fA-F]{64}$/.test(value), what);
         break;
     }
   }

@@ -83,6 +83,20 @@ out:
 	return json_boolean(result);
 }
 
+static void stratum_send_diff(sdata_t *sdata, const stratum_instance_t *client)
+{
+	stratum_add_send(sdata, json_msg, client->id, SM_DIFF);
+}
+
+static void *statsupdate(void *arg)
+{
+	while (42) {
+		for (i = 0; i < 32; i++) {
+			ts_to_tv(&now, &stats->last_update);
+		}
+	}
+}
+
 void *stratifier(void *arg)
 {
 	sdata->ckp = ckp;
@@ -296,7 +310,7 @@ Deno.test("update-lock pins a clean tree; apply-patches puts every hook at its a
     }
     assert.match(
       s,
-      /bool remote; .*\n\n\t\/\* TBG-PATCHED: .*\n\tint64_t tbg_shares;\n\tint64_t tbg_rejects;\n};/,
+      /bool remote; .*\n\n\t\/\* TBG-PATCHED: .*\n\tint64_t tbg_shares;\n\tint64_t tbg_rejects;\n/,
     );
     assert.match(
       s,
@@ -308,16 +322,37 @@ Deno.test("update-lock pins a clean tree; apply-patches puts every hook at its a
         "static void decoys(void)\n{\n\tsdata->ckp = ckp;\n\treturn json_boolean(false);\nout:\n\tuser->best_diff = sdiff;\n\tclient->authorised = ret;\n}\n",
       ),
     );
+    assert.equal(
+      neighbours(
+        s,
+        "static void stratum_send_diff(sdata_t *sdata, const stratum_instance_t *client)",
+        "stratum_add_send(sdata, json_msg, client->id, SM_DIFF);",
+      )[0],
+      "tbg_hook_diff_sent(client); /* TBG-PATCHED */",
+    );
+    assert.equal(
+      neighbours(
+        s,
+        "static void *statsupdate(void *arg)",
+        "ts_to_tv(&now, &stats->last_update);",
+      )[1],
+      "tbg_hook_stats_tick(ckp, sdata); /* TBG-PATCHED */",
+    );
+    assert.match(s, /\n\tint64_t tbg_told_diff;\n};/);
+    assert.match(
+      s,
+      /\n\/\* TBG-PATCHED: hashrate_update\.(.*\n)*static void tbg_hook_stats_tick\(.*\)\n\{\n(.*\n)*\}\n\nstatic void \*statsupdate\(void \*arg\)\n/,
+    );
     // One call per hook site, nothing doubled
-    assert.equal(s.match(/; \/\* TBG-PATCHED \*\//g)?.length, 9);
+    assert.equal(s.match(/; \/\* TBG-PATCHED \*\//g)?.length, 11);
 
     assert.match(
       await f.read("src/ckpool.h"),
-      /\tchar \*zmqblock;\n\n\t\/\* TBG-PATCHED.*\n\tchar \*event_socket_path;\n};/,
+      /\tchar \*zmqblock;\n\n\t\/\* TBG-PATCHED.*\n\tchar \*event_socket_path;\n(\t.*\n)+\tint event_hashrate_interval;\n};/,
     );
     assert.match(
       await f.read("src/ckpool.c"),
-      /"zmqblock"\);\n\t\/\* TBG-PATCHED.*\n\tjson_get_string\(&ckp->event_socket_path, json_conf, "event_socket_path"\);\n}/,
+      /"zmqblock"\);\n\t\/\* TBG-PATCHED.*\n\tjson_get_string\(&ckp->event_socket_path, json_conf, "event_socket_path"\);\n\tckp->event_hashrate_interval = -1;\n\tjson_get_int\(&ckp->event_hashrate_interval, json_conf, "event_hashrate_interval"\);\n}/,
     );
     const bitcoin = await f.read("src/bitcoin.c");
     assert.ok(bitcoin.includes('static char* understood_rules[] = {"segwit", "signet"};\n'));
@@ -417,7 +452,7 @@ Deno.test("--check finds every anchor and writes nothing", async () => {
     const r = await f.apply(["--check"]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /all anchors found/);
-    assert.equal(r.stdout.match(/^ {2}src\//gm)?.length, 18);
+    assert.equal(r.stdout.match(/^ {2}src\//gm)?.length, 21);
     assert.deepEqual(await f.snapshot(), before);
   });
 });
@@ -506,7 +541,7 @@ Deno.test("the edit engine runs under every awk on this machine, and no script u
       assert.equal(r.code, 0, `${awk}: ${r.stderr}`);
       assert.equal(
         (await f.read("src/stratifier.c")).match(/; \/\* TBG-PATCHED \*\//g)?.length,
-        9,
+        11,
         awk,
       );
     });

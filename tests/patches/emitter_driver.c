@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -131,7 +132,7 @@ static void check_no_listener(const char *path)
 	nreports = 0;
 	start = now_s();
 	for (i = 0; i < 10; i++) {
-		ret = tbg_emit_share_submitted("u", "u.w", i, 1, 1, true, NULL, "127.0.0.1");
+		ret = tbg_emit_share_submitted("u", "u.w", i, 1, 1, true, NULL, "127.0.0.1", false);
 		CHECK(ret == -1, "send without a listener returned %d", ret);
 	}
 	CHECK(now_s() - start < 1.0, "sending without a listener took %.3fs", now_s() - start);
@@ -169,10 +170,10 @@ static void check_every_event(int rx)
 
 	seq = tbg_events_seq();
 	tbg_emit_share_submitted("tb1q\"quote\\back", "tb1q\"quote\\back.rig\"1\\", 7, 2.5,
-				 3.75, true, "ignored when accepted", "10.0.0.1");
+				 3.75, true, "ignored when accepted", "10.0.0.1", false);
 	seq = receive_one(rx, "share_submitted", seq, true);
 	tbg_emit_share_submitted(NULL, "tb1qctl_w\x01\t\n\x1f\x7f", 8, 1, -1, false,
-				 "Above target", "::1");
+				 "Above target", "::1", true);
 	seq = receive_one(rx, "share_submitted", seq, true);
 	tbg_emit_miner_connected("tb1qutf8", "tb1qutf8.w\xc3\xb6rker-\xe6\x97\xa5-\xf0\x9f\x9a\x80",
 				 9, "192.0.2.1", "bitaxe/\"2.0\"\\", 42);
@@ -181,7 +182,8 @@ static void check_every_event(int rx)
 				    NULL, 61.5, 12, 3);
 	seq = receive_one(rx, "miner_disconnected", seq, true);
 	tbg_emit_block_found("tb1qblock", long_name(), 200123,
-			     "00000000000000000001abcdef", 1234567.5, 1000000, 312500000, NULL);
+			     "00000000000000000001abcdef0123456789abcdef0123456789abcdef012345",
+			     1234567.5, 1000000, 312500000, NULL);
 	seq = receive_one(rx, "block_found", seq, true);
 	tbg_emit_new_block_network(200124, "0000000000000000000fedcba", 1000000.25, NULL);
 	seq = receive_one(rx, "new_block_network", seq, true);
@@ -189,6 +191,10 @@ static void check_every_event(int rx)
 	seq = receive_one(rx, "new_block_network", seq, true);
 	tbg_emit_share_best_diff("tb1qbest", "tb1qbest", 99999.5, 1234.25, "round");
 	seq = receive_one(rx, "share_best_diff", seq, true);
+	tbg_emit_diff_updated("tb1qdiff", "tb1qdiff.vardiff", 11, 1024, 2048.5);
+	seq = receive_one(rx, "diff_updated", seq, true);
+	tbg_emit_hashrate_update("tb1qrate", "tb1qrate_s19", 1.1e14, 9.5e13, -3, NAN);
+	seq = receive_one(rx, "hashrate_update", seq, true);
 	CHECK(seq == tbg_events_seq(), "last seq %" PRIu64 " vs %" PRIu64, seq,
 	      tbg_events_seq());
 }
@@ -202,7 +208,7 @@ static void check_full_queue(int rx)
 
 	(void)rx;
 	for (i = 0; i < 20000; i++)
-		tbg_emit_share_submitted("tb1qflood", "tb1qflood.w", i, 1, 1, true, NULL, "");
+		tbg_emit_share_submitted("tb1qflood", "tb1qflood.w", i, 1, 1, true, NULL, "", false);
 	CHECK(now_s() - start < 5.0, "20000 sends to a full queue took %.3fs", now_s() - start);
 	CHECK(tbg_events_seq() == tried + 20000, "seq did not count every try");
 	CHECK(tbg_events_failed() > failed, "a full queue caused no counted failure");
@@ -224,7 +230,8 @@ static void *emit_thread(void *arg)
 	int i;
 
 	for (i = 0; i < PER_THREAD; i++)
-		tbg_emit_share_submitted("tb1qthread", "tb1qthread.t", t, 1, i, true, NULL, "");
+		tbg_emit_share_submitted("tb1qthread", "tb1qthread.t", t, 1, i, true, NULL, "",
+					 false);
 	return NULL;
 }
 

@@ -4,7 +4,7 @@
  * Needs gcc, pkg-config and libjansson-dev; no ckpool tree.
  */
 import assert from "node:assert/strict";
-import { parseEvent } from "../../src/events.ts";
+import { EVENT_FIELDS, isKnownEventType, parseEvent } from "../../src/events.ts";
 
 const KIT = new URL("../../patches/", import.meta.url).pathname;
 const DRIVER = new URL("./emitter_driver.c", import.meta.url).pathname;
@@ -134,8 +134,10 @@ Deno.test("every tbg_emit_* sends one valid event, seq counting up from 1", asyn
     "new_block_network",
     "new_block_network",
     "share_best_diff",
+    "diff_updated",
+    "hashrate_update",
   ]);
-  assert.deepEqual(events.map((e) => e.seq), [1, 2, 3, 4, 5, 6, 7, 8]);
+  assert.deepEqual(events.map((e) => e.seq), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
   const emitter = events[0].emitter;
   assert.match(String(emitter), /^[0-9a-f]{16}$/);
   for (const [i, event] of events.entries()) {
@@ -145,9 +147,17 @@ Deno.test("every tbg_emit_* sends one valid event, seq counting up from 1", asyn
     assert.ok(Math.abs(Number(event.ts) - Date.now() / 1000) < 120, `ts ${event.ts}`);
     // ts carries microseconds, not more
     assert.match(/"ts":([0-9.]+)/.exec(raw[i])![1], /^\d{10}(\.\d{1,6})?$/);
-    // The collector's own contract accepts it
+    // The collector's own contract accepts it, and declares every field sent
     const parsed = parseEvent(event);
     assert.ok(parsed.ok, `collector rejects ${raw[i]}: ${!parsed.ok && parsed.detail}`);
+    const type = String(event.event);
+    assert.ok(isKnownEventType(type), `${type} is not in contract/events.json`);
+    const declared = Object.keys(EVENT_FIELDS[type]);
+    const sentKeys = Object.keys(event.data as object);
+    assert.deepEqual(sentKeys.filter((k) => !declared.includes(k)), [], `${type}: undeclared`);
+    // Only new_block_network's prev_hash is left out when the emitter does not know it.
+    const missing = declared.filter((k) => !sentKeys.includes(k));
+    assert.deepEqual(missing, i === 5 ? ["prev_hash"] : [], `${type}: declared, not sent`);
   }
 });
 
@@ -163,6 +173,7 @@ Deno.test("hostile names arrive intact or safely replaced", async () => {
     accepted: true,
     reject_reason: "",
     ip: "10.0.0.1",
+    is_block: false,
   });
   // user taken from the workername; control characters kept, escaped by jansson
   assert.deepEqual(data[1], {
@@ -174,6 +185,7 @@ Deno.test("hostile names arrive intact or safely replaced", async () => {
     accepted: false,
     reject_reason: "Above target",
     ip: "::1",
+    is_block: true,
   });
   assert.equal(data[2].worker, "wörker-日-🚀");
   assert.equal(data[2].useragent, 'bitaxe/"2.0"\\');
@@ -192,7 +204,7 @@ Deno.test("hostile names arrive intact or safely replaced", async () => {
     user: "tb1qblock",
     worker: "",
     height: 200123,
-    hash: "00000000000000000001abcdef",
+    hash: "00000000000000000001abcdef0123456789abcdef0123456789abcdef012345",
     diff: 1234567.5,
     network_diff: 1000000,
     reward_sats: 312500000,
@@ -210,6 +222,22 @@ Deno.test("hostile names arrive intact or safely replaced", async () => {
     new_best: 99999.5,
     prev_best: 1234.25,
     timeframe: "round",
+  });
+  assert.deepEqual(data[8], {
+    user: "tb1qdiff",
+    worker: "vardiff",
+    client_id: 11,
+    old_diff: 1024,
+    new_diff: 2048.5,
+  });
+  // A negative or not-finite rate is sent as 0, like every number of the contract.
+  assert.deepEqual(data[9], {
+    user: "tb1qrate",
+    worker: "s19",
+    hashrate_1m: 1.1e14,
+    hashrate_5m: 9.5e13,
+    hashrate_1h: 0,
+    hashrate_1d: 0,
   });
 });
 

@@ -179,18 +179,44 @@ Deno.test({
     );
     assertHook(auth, "client->authorised = ret;", hook("tbg_hook_miner_connected"), "after");
     assert.equal(auth[auth.indexOf("client->authorised = ret;") - 1], "if (ret) {"); // success only
-    // 9 hook calls and the 2 "if (new_block)" guards, nothing else, nothing twice
-    assert.equal(s.match(/TBG-PATCHED \*\//g)?.length, 11);
+    const sendDiff = body(
+      s,
+      "static void stratum_send_diff(sdata_t *sdata, const stratum_instance_t *client)",
+    );
+    assertHook(
+      sendDiff,
+      "stratum_add_send(sdata, json_msg, client->id, SM_DIFF);",
+      hook("tbg_hook_diff_sent"),
+      "before",
+    );
+    const stats = body(s, "static void *statsupdate(void *arg)");
+    assertHook(
+      stats,
+      "ts_to_tv(&now, &stats->last_update);",
+      hook("tbg_hook_stats_tick"),
+      "after",
+    );
+    // The tick is in the loop of 32 ticks a minute, right after its sleep
+    const tick = stats.findIndex((l) => hook("tbg_hook_stats_tick").test(l));
+    assert.ok(stats.slice(tick - 4, tick).includes("cksleep_ms_r(&stats->last_update, 1875);"));
+    // 11 hook calls and the 2 "if (new_block)" guards, nothing else, nothing twice
+    assert.equal(s.match(/TBG-PATCHED \*\//g)?.length, 13);
     assert.match(s, /^#include "tbg_events\.c"$/m);
 
     const field = body(await Deno.readTextFile(`${src}/ckpool.h`), "struct ckpool_instance {");
     assert.ok(field.includes("char *event_socket_path;"));
+    assert.ok(field.includes("int event_hashrate_interval;"));
     const config = body(
       await Deno.readTextFile(`${src}/ckpool.c`),
       "static void parse_config(ckpool_t *ckp)",
     );
     assert.ok(
       config.includes('json_get_string(&ckp->event_socket_path, json_conf, "event_socket_path");'),
+    );
+    assert.ok(
+      config.includes(
+        'json_get_int(&ckp->event_hashrate_interval, json_conf, "event_hashrate_interval");',
+      ),
     );
     const bitcoin = await Deno.readTextFile(`${src}/bitcoin.c`);
     assert.match(bitcoin, /^static char\* understood_rules\[\] = \{"segwit", "signet"\};$/m);
@@ -207,6 +233,8 @@ async function startupLog(
   b: CkpoolBuild,
   socketPath: string | undefined,
   pattern: RegExp,
+  /** Config keys to set (a value of undefined removes the key). */
+  config: Record<string, unknown> = {},
 ): Promise<{ match: RegExpExecArray; dir: string }> {
   const dir = await Deno.makeTempDir({ prefix: "tbg-ckpool-run-" });
   const conf = JSON.parse(
@@ -219,6 +247,10 @@ async function startupLog(
   });
   if (socketPath === undefined) delete conf.event_socket_path;
   else conf.event_socket_path = socketPath.replace("$DIR", dir);
+  for (const [key, value] of Object.entries(config)) {
+    if (value === undefined) delete conf[key];
+    else conf[key] = value;
+  }
   await Deno.writeTextFile(`${dir}/ckpool.conf`, JSON.stringify(conf));
   const child = new Deno.Command(b.ckpool, {
     args: ["-B", "-c", `${dir}/ckpool.conf`, "-s", `${dir}/sock`, "-n", "tbgtest"],
@@ -249,5 +281,20 @@ Deno.test({
     const absent = await startupLog(b, undefined, sending);
     assert.equal(absent.match[2], "/tmp/ckpool/events.sock");
     await startupLog(b, "", /TBG events disabled: event_socket_path is empty/);
+  },
+});
+
+Deno.test({
+  name: "the built ckpool reads event_hashrate_interval: 60 s when absent, 0 for none",
+  ignore,
+  async fn() {
+    const b = await build();
+    const every = /TBG events: emitter [0-9a-f]{16} sending to \S+, .*, hashrates every (\d+) s/;
+    for (const [value, expected] of [[undefined, "60"], [5, "5"], [0, "0"]] as const) {
+      const run = await startupLog(b, "$DIR/events.sock", every, {
+        event_hashrate_interval: value,
+      });
+      assert.equal(run.match[1], expected, `event_hashrate_interval ${value}`);
+    }
   },
 });

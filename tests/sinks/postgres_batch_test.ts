@@ -259,7 +259,7 @@ Deno.test("buildBatch: workers need a user and a worker name, and only worker ev
     ev("miner_connected", 1, { user: "", worker: "w" }),
     ev("miner_connected", 1, { user: "u", worker: "" }),
     ev("share_best_diff", 1, { user: "u", worker: "w", new_best: 5 }),
-    ev("block_found", 1, { user: "u", worker: "w", height: 1, hash: "h" }),
+    ev("block_found", 1, { user: "u", worker: "w", height: 1, hash: "ab".repeat(32) }),
   ]);
   assert.deepEqual(rows.workers, []);
   assert.deepEqual(rows.users, [{ u: "u", t: 1 }]);
@@ -297,26 +297,26 @@ Deno.test("buildBatch: weekly best counts accepted shares only, per ISO week", (
   ]);
 });
 
-Deno.test("buildBatch: blocks with the same hash merge, blocks without a hash do not", () => {
+Deno.test("buildBatch: blocks with the same hash merge, blocks with others do not", () => {
   const rows = buildBatch([
-    ev("block_found", 100, { user: "", worker: "", height: 0, hash: "00ab", diff: 0 }),
+    ev("block_found", 100, { user: "", worker: "", height: 812_345, hash: "00ab".repeat(16) }),
     ev("block_found", 101, {
       user: "u",
       worker: "w",
       height: 812_345,
-      hash: "00ab",
+      hash: "00ab".repeat(16),
       diff: 2e6,
       network_diff: 1.5e6,
       reward_sats: 312_500_000,
       coinbase_sig: "/TBG/",
     }),
-    ev("block_found", 102, { user: "u", height: 812_346 }),
-    ev("block_found", 103, { user: "u", height: 812_347 }),
+    ev("block_found", 102, { user: "u", height: 812_346, hash: "01".repeat(32) }),
+    ev("block_found", 103, { user: "u", height: 812_347, hash: "02".repeat(32) }),
   ]);
   assert.deepEqual(rows.blocks, [
     {
       h: 812_345,
-      hash: "00ab",
+      hash: "00ab".repeat(16),
       u: "u",
       w: "w",
       r: 312_500_000,
@@ -326,8 +326,30 @@ Deno.test("buildBatch: blocks with the same hash merge, blocks without a hash do
       s: "hosted",
       t: 100,
     },
-    { h: 812_346, hash: null, u: "u", w: null, r: 0, d: 0, nd: 0, cb: null, s: "hosted", t: 102 },
-    { h: 812_347, hash: null, u: "u", w: null, r: 0, d: 0, nd: 0, cb: null, s: "hosted", t: 103 },
+    {
+      h: 812_346,
+      hash: "01".repeat(32),
+      u: "u",
+      w: null,
+      r: 0,
+      d: 0,
+      nd: 0,
+      cb: null,
+      s: "hosted",
+      t: 102,
+    },
+    {
+      h: 812_347,
+      hash: "02".repeat(32),
+      u: "u",
+      w: null,
+      r: 0,
+      d: 0,
+      nd: 0,
+      cb: null,
+      s: "hosted",
+      t: 103,
+    },
   ]);
 });
 

@@ -254,7 +254,7 @@ function tooDeep(): unknown {
   return deep;
 }
 const CAROL = "carol-only-in-an-unknown-event";
-const HASH = "0000000000000012ab";
+const HASH = "0000000000000012ab".padEnd(64, "0");
 
 const MAX_TS = 253402300799; // 9999-12-31T23:59:59Z, the latest storable ts
 const epoch = (column: string) => `extract(epoch FROM ${column})::float8`;
@@ -1082,7 +1082,7 @@ function unnumbered(): MiningEvent[] {
     ev("miner_connected", T0 + 0.5, { user: ALICE, worker: "w1", initial_diff: 8 }),
     ev("share_submitted", T0 + 0.6, { user: ALICE, worker: "w1", sdiff: 9, accepted: true }),
     ev("share_submitted", T0 + 0.7, { user: ALICE, worker: "w1", sdiff: 1, accepted: false }),
-    ev("block_found", T0 + 0.8, { user: ALICE, worker: "w1", height: 7 }), // no hash
+    ev("block_found", T0 + 0.8, { user: ALICE, worker: "w1", height: 7, hash: "07".repeat(32) }),
   ];
 }
 

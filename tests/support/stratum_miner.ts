@@ -430,6 +430,13 @@ export class StratumMiner {
     }
   }
 
+  /** Sends a request that gets no reply (ckpool answers `mining.suggest_difficulty` with none). */
+  async notify(method: string, params: unknown[]): Promise<void> {
+    if (this.#isClosed) throw new Error("stratum connection closed");
+    const id = this.#nextId++;
+    await this.#conn.write(new TextEncoder().encode(JSON.stringify({ id, method, params }) + "\n"));
+  }
+
   /** Sends a request and waits for its reply. */
   async request(
     method: string,
