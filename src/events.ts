@@ -16,7 +16,7 @@ import contract from "../contract/events.json" with { type: "json" };
 import { eventId } from "./event_identity.ts";
 
 /** Longest string accepted in any field; datagrams are small, this only stops abuse. */
-const MAX_TEXT = 1024;
+export const MAX_TEXT: number = contract.types.text.maxLength;
 
 /** A block hash as bitcoind shows it. */
 const BLOCK_HASH = /^[0-9a-fA-F]{64}$/;
@@ -91,14 +91,14 @@ export const EVENT_SOURCES = ["hosted", "proxy", "self-hosted"] as const;
 export type EventSource = (typeof EVENT_SOURCES)[number];
 
 /** An event's name: it becomes part of a Redis key (`mining:{event}`), so a safe alphabet. */
-const EVENT_NAME = /^[a-z][a-z0-9_]{0,63}$/;
+export const EVENT_NAME = new RegExp(contract.envelope.event.pattern);
 /** An emitter id: up to 32 hex digits (the patched ckpool sends 16). */
-const EMITTER = /^[0-9a-f]{1,32}$/;
+export const EMITTER = new RegExp(contract.envelope.emitter.pattern);
 /**
  * Latest `ts` accepted, 9999-12-31T23:59:59Z: the last instant PostgreSQL's timestamptz and
  * JS dates share.
  */
-export const MAX_TS = 253402300799;
+export const MAX_TS: number = contract.envelope.ts.maximum;
 
 const envelopeSchema = z.object({
   event: z.string().regex(EVENT_NAME),

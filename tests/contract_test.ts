@@ -5,7 +5,13 @@
  */
 import assert from "node:assert/strict";
 import contract from "../contract/events.json" with { type: "json" };
-import { EVENT_FIELDS, type FieldKind, KNOWN_EVENT_TYPES } from "../src/events.ts";
+import {
+  EVENT_FIELDS,
+  EVENT_SOURCES,
+  type FieldKind,
+  KNOWN_EVENT_TYPES,
+  parseEvent,
+} from "../src/events.ts";
 import { contractRows } from "../scripts/contract_table.ts";
 
 const root = new URL("../", import.meta.url);
@@ -76,6 +82,20 @@ Deno.test("every kind the contract names is one the collector checks, with its d
     if (required) assert.equal(value, undefined, `${kind} is required and has a default`);
     else assert.equal(typeof value, expected[kind], `default of ${kind}`);
   }
+});
+
+Deno.test("the envelope's rules are the contract's", () => {
+  assert.deepEqual([...EVENT_SOURCES], contract.envelope.source.values);
+  const at = (ts: number, event = "x", emitter = "ab") =>
+    parseEvent({ event, ts, source: "hosted", emitter, seq: 1 }).ok;
+  assert.equal(at(contract.envelope.ts.maximum), true);
+  assert.equal(at(contract.envelope.ts.maximum + 1), false);
+  assert.equal(at(1, "a".repeat(64)), true);
+  assert.equal(at(1, "a".repeat(65)), false);
+  assert.equal(at(1, "x", "f".repeat(32)), true);
+  assert.equal(at(1, "x", "f".repeat(33)), false);
+  // The C emitter's source, for the events the hosted pool sends.
+  assert.match(read("patches/tbg_events.h"), /#define TBG_EVENT_SOURCE "hosted"/);
 });
 
 Deno.test("the C emitter sends exactly the types and fields of the contract", () => {

@@ -20,12 +20,16 @@ import { Collector } from "../src/collector.ts";
 import { decodeDatagram, REJECT_REASONS, type RejectReason } from "../src/datagram.ts";
 import {
   dataSchemas,
+  EMITTER,
   EVENT_FIELDS,
+  EVENT_NAME,
   EVENT_SOURCES,
   type FieldKind,
   KNOWN_EVENT_TYPES,
   type KnownEventType,
   MAX_DATA_DEPTH,
+  MAX_TEXT,
+  MAX_TS,
   type MiningEvent,
   parseEvent,
   parseEventWithSchemas,
@@ -58,8 +62,6 @@ function check<Ts extends [unknown, ...unknown[]]>(
 
 // --- the contract -------------------------------------------------------------------------
 
-const MAX_TEXT = 1024;
-const MAX_TS = 253402300799;
 /** The receive slot: a longer datagram reaches the centre cut and flagged. */
 const MAX_DATAGRAM_BYTES = 16 * 1024;
 
@@ -304,7 +306,7 @@ function knownData(type: KnownEventType): fc.Arbitrary<Obj> {
 }
 
 const unknownType = fc
-  .stringMatching(/^[a-z][a-z0-9_]{0,63}$/)
+  .stringMatching(EVENT_NAME)
   .filter((name) => !Object.hasOwn(CONTRACT, name));
 
 /** An event the contract accepts, of a known type or not. */
@@ -324,7 +326,7 @@ const validEvent: fc.Arbitrary<Obj> = fc
     ),
     fc.constantFrom(...EVENT_SOURCES),
     fc.option(validCount, { nil: undefined }),
-    fc.option(fc.stringMatching(/^[0-9a-f]{1,32}$/), { nil: undefined }),
+    fc.option(fc.stringMatching(EMITTER), { nil: undefined }),
     fc.boolean(),
     // Envelope fields the contract does not know are ignored, whatever JSON they hold.
     fc.array(fc.tuple(fc.constantFrom("note", "version", "host"), ignoredJson), { maxLength: 1 }),
@@ -488,11 +490,11 @@ function payloadProblem(data: unknown): string | undefined {
 
 /** Asserts what the sinks rely on; `raw` is `JSON.parse` of the datagram. */
 function checkEvent(event: MiningEvent, raw: Record<string, unknown>): void {
-  assert.match(event.event, /^[a-z][a-z0-9_]{0,63}$/);
+  assert.match(event.event, EVENT_NAME);
   assert.ok(Number.isFinite(event.ts) && event.ts > 0 && event.ts <= MAX_TS, `ts ${event.ts}`);
   assert.ok((EVENT_SOURCES as readonly string[]).includes(event.source));
   if (event.seq !== undefined) assert.ok(Number.isSafeInteger(event.seq) && event.seq >= 0);
-  if (event.emitter !== undefined) assert.match(event.emitter, /^[0-9a-f]{1,32}$/);
+  if (event.emitter !== undefined) assert.match(event.emitter, EMITTER);
   const problem = payloadProblem(event.data);
   assert.equal(problem, undefined, problem);
 

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import postgres from "postgres";
-import { type MiningEvent, parseEvent } from "../../src/events.ts";
+import { MAX_TS, type MiningEvent, parseEvent } from "../../src/events.ts";
 import { createPostgresSink, type PostgresSinkOptions } from "../../src/sinks/postgres/sink.ts";
 import type { Sink } from "../../src/sink.ts";
 import { freePort, psqlPath, type Service, startPostgres } from "../support/services.ts";
@@ -256,7 +256,6 @@ function tooDeep(): unknown {
 const CAROL = "carol-only-in-an-unknown-event";
 const HASH = "0000000000000012ab".padEnd(64, "0");
 
-const MAX_TS = 253402300799; // 9999-12-31T23:59:59Z, the latest storable ts
 const epoch = (column: string) => `extract(epoch FROM ${column})::float8`;
 
 // --- tests -----------------------------------------------------------------------------------
