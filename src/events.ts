@@ -19,7 +19,9 @@ import { eventId } from "./event_identity.ts";
 export const MAX_TEXT: number = contract.types.text.maxLength;
 
 /** A block hash as bitcoind shows it. */
-const BLOCK_HASH = /^[0-9a-fA-F]{64}$/;
+export const BLOCK_HASH = new RegExp(contract.types.blockHash.pattern);
+/** The lowest block height a `block_found` may carry. */
+const MIN_HEIGHT: number = contract.types.positiveCount.minimum;
 
 /** How one payload field is checked (`contract/events.json`, `types`). */
 export type FieldKind = keyof typeof contract.types;
@@ -34,7 +36,7 @@ const zodField: Record<FieldKind, () => z.ZodType> = {
   count: () => z.int().nonnegative().default(contract.types.count.default),
   // Only `accepted` and `is_block` are flags: an outcome that is not stated is not credited.
   flag: () => z.boolean().default(contract.types.flag.default),
-  positiveCount: () => z.int().min(1),
+  positiveCount: () => z.int().min(MIN_HEIGHT),
   blockHash: () => z.string().regex(BLOCK_HASH, "must be 64 hex digits"),
 };
 
@@ -231,7 +233,7 @@ const fastField: Record<FieldKind, (value: unknown) => unknown> = {
       ? value
       : UNDECIDED,
   positiveCount: (value) =>
-    Number.isSafeInteger(value) && (value as number) >= 1 ? value : UNDECIDED,
+    Number.isSafeInteger(value) && (value as number) >= MIN_HEIGHT ? value : UNDECIDED,
   blockHash: (value) => typeof value === "string" && BLOCK_HASH.test(value) ? value : UNDECIDED,
 };
 

@@ -19,6 +19,7 @@ import postgres from "postgres";
 import { Collector } from "../src/collector.ts";
 import { decodeDatagram, REJECT_REASONS, type RejectReason } from "../src/datagram.ts";
 import {
+  BLOCK_HASH,
   dataSchemas,
   EMITTER,
   EVENT_FIELDS,
@@ -283,7 +284,7 @@ const fieldValue: Record<Kind, fc.Arbitrary<Json>> = {
   count: validCount,
   bool: fc.boolean(),
   height: fc.oneof(fc.integer({ min: 1, max: Number.MAX_SAFE_INTEGER }), fc.constant(1)),
-  hash: fc.stringMatching(/^[0-9a-fA-F]{64}$/),
+  hash: fc.stringMatching(BLOCK_HASH),
 };
 
 /**
@@ -527,7 +528,7 @@ function checkEvent(event: MiningEvent, raw: Record<string, unknown>): void {
         assert.ok(Number.isSafeInteger(value) && (value as number) >= 1, what);
         break;
       case "hash":
-        assert.ok(typeof value === "string" && /^[0-9a-fA-F]{64}$/.test(value), what);
+        assert.ok(typeof value === "string" && BLOCK_HASH.test(value), what);
         break;
     }
   }

@@ -35,7 +35,7 @@ const LF = 10;
 const CRLF = "\r\n";
 
 /** Bytes `text` takes in UTF-8. */
-export function utf8Length(text: string): number {
+function utf8Length(text: string): number {
   let length = text.length;
   for (let i = 0; i < text.length; i++) {
     const code = text.charCodeAt(i);
