@@ -9,6 +9,7 @@
  */
 import type { MiningEvent } from "../../events.ts";
 import { payloadJson } from "../../payload_json.ts";
+import { arrayHeader, bulkString, concatBytes } from "./resp.ts";
 
 /** Channel on which `block_found` events are published. */
 export const BLOCKS_CHANNEL = "blocks:found";
@@ -43,15 +44,15 @@ export function commandsFor(event: MiningEvent, streamMaxLen: string): string[][
 }
 
 const encoder = new TextEncoder();
-const CRLF = [13, 10];
-
-function bulk(text: string): number[] {
-  return [
-    ...encoder.encode(`$${encoder.encode(text).length}\r\n`),
-    ...encoder.encode(text),
-    ...CRLF,
-  ];
-}
+const FIELD_EVENT = bulkString("event");
+const FIELD_TS = bulkString("ts");
+const FIELD_SOURCE = bulkString("source");
+const FIELD_DATA = bulkString("data");
+const PUBLISH_PREFIX = concatBytes([
+  arrayHeader(3),
+  bulkString("PUBLISH"),
+  bulkString(BLOCKS_CHANNEL),
+]);
 
 /** Builds the RESP of a batch's commands in one reused, growing buffer. */
 export class RequestBuilder {
@@ -112,15 +113,10 @@ export class RequestBuilder {
   #prefix(type: string): Uint8Array {
     let prefix = this.#prefixes.get(type);
     if (prefix === undefined) {
-      prefix = Uint8Array.from([
-        ...encoder.encode("*16\r\n"),
-        ...bulk("XADD"),
-        ...bulk(streamKey(type)),
-        ...bulk("MAXLEN"),
-        ...bulk("~"),
-        ...bulk(this.#maxLen),
-        ...bulk("*"),
-        ...bulk("id"),
+      // 16 arguments: these 7, then id's value and the 4 other fields with their values.
+      prefix = concatBytes([
+        arrayHeader(16),
+        ...["XADD", streamKey(type), "MAXLEN", "~", this.#maxLen, "*", "id"].map(bulkString),
       ]);
       this.#prefixes.set(type, prefix);
     }
@@ -179,13 +175,3 @@ export class RequestBuilder {
     return at;
   }
 }
-
-const FIELD_EVENT = Uint8Array.from(bulk("event"));
-const FIELD_TS = Uint8Array.from(bulk("ts"));
-const FIELD_SOURCE = Uint8Array.from(bulk("source"));
-const FIELD_DATA = Uint8Array.from(bulk("data"));
-const PUBLISH_PREFIX = Uint8Array.from([
-  ...encoder.encode("*3\r\n"),
-  ...bulk("PUBLISH"),
-  ...bulk(BLOCKS_CHANNEL),
-]);

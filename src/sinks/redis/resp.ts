@@ -32,31 +32,35 @@ export interface SendOutcome {
 
 const CR = 13;
 const LF = 10;
-const CRLF = "\r\n";
+const utf8 = new TextEncoder();
 
-/** Bytes `text` takes in UTF-8. */
-function utf8Length(text: string): number {
-  let length = text.length;
-  for (let i = 0; i < text.length; i++) {
-    const code = text.charCodeAt(i);
-    if (code < 0x80) continue;
-    if (code < 0x800) length += 1;
-    else if (code >= 0xd800 && code <= 0xdbff) {
-      length += 2; // a surrogate pair: 4 bytes for 2 UTF-16 units
-      i++;
-    } else length += 2;
+/** `*<count>\r\n`: the header of a command of `count` arguments. */
+export function arrayHeader(count: number): Uint8Array {
+  return utf8.encode(`*${count}\r\n`);
+}
+
+/** One argument as a RESP bulk string: `$<bytes>\r\n<text>\r\n`. */
+export function bulkString(text: string): Uint8Array {
+  const body = utf8.encode(text);
+  return concatBytes([utf8.encode(`$${body.length}\r\n`), body, utf8.encode("\r\n")]);
+}
+
+/** The parts, one after another, in one array. */
+export function concatBytes(parts: readonly Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((total, part) => total + part.length, 0));
+  let at = 0;
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.length;
   }
-  return length;
+  return out;
 }
 
 /** Encodes commands as RESP arrays of bulk strings. */
 export function encodeCommands(commands: readonly (readonly string[])[]): Uint8Array {
-  let text = "";
-  for (const command of commands) {
-    text += `*${command.length}${CRLF}`;
-    for (const arg of command) text += `$${utf8Length(arg)}${CRLF}${arg}${CRLF}`;
-  }
-  return new TextEncoder().encode(text);
+  return concatBytes(
+    commands.flatMap((command) => [arrayHeader(command.length), ...command.map(bulkString)]),
+  );
 }
 
 /** The first reply bytes read on a new connection, and how far the buffer grows at a time. */
