@@ -1,6 +1,7 @@
 /**
- * The libc calls the collector needs for an `AF_UNIX` `SOCK_DGRAM` socket, over
- * `Deno.dlopen`. Struct layouts and offsets are those of Linux glibc on the LP64 targets
+ * The libc calls the collector needs, over `Deno.dlopen`: an `AF_UNIX` `SOCK_DGRAM` socket
+ * (`unix_datagram.ts`), a blocking TCP client (`tcp.ts`), thread names and priorities, and a
+ * file lock. Struct layouts and offsets are those of Linux glibc on the LP64 targets
  * x86_64 and aarch64 (8-byte pointers and `size_t`, 4-byte `int`, `pid_t`, `uid_t`, `gid_t`,
  * 8-byte alignment of control messages); they are not valid for 32-bit or other ABIs.
  *
@@ -77,6 +78,10 @@ const ERRNO_NAMES: Record<number, string> = {
   22: "EINVAL",
   30: "EROFS",
   32: "EPIPE",
+  104: "ECONNRESET",
+  110: "ETIMEDOUT",
+  113: "EHOSTUNREACH",
+  115: "EINPROGRESS",
   36: "ENAMETOOLONG",
   88: "ENOTSOCK",
   97: "EAFNOSUPPORT",
@@ -108,6 +113,13 @@ const symbols = {
     parameters: ["i32", "buffer", "usize", "i32", "buffer", "u32"],
     result: "isize",
   },
+  send: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
+  recv: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
+  getaddrinfo: { parameters: ["buffer", "buffer", "buffer", "buffer"], result: "i32" },
+  freeaddrinfo: { parameters: ["pointer"], result: "void" },
+  gai_strerror: { parameters: ["i32"], result: "pointer" },
+  // Declared with its one int argument: how glibc reads it on x86_64 and aarch64.
+  fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
   close: { parameters: ["i32"], result: "i32" },
   lchown: { parameters: ["buffer", "u32", "u32"], result: "i32" },
   open: { parameters: ["buffer", "i32", "u32"], result: "i32" },

@@ -4,8 +4,8 @@
  * oldest kept record is, and each reader (a sink's thread) how far its sink has confirmed.
  *
  * Every slot is a 64-bit record index with one writer. A reader that has read everything
- * waits on {@link SpoolSignals.waitForHead}, which the writer's {@link SpoolSignals.publishHead}
- * wakes.
+ * waits on {@link SpoolSignals.waitForHead} (or blocks in {@link SpoolSignals.blockForHead}),
+ * which the writer's {@link SpoolSignals.publishHead} wakes.
  *
  * @module
  */
@@ -77,5 +77,13 @@ export class SpoolSignals {
   async waitForHead(seen: number, timeoutMs: number): Promise<void> {
     const wait = Atomics.waitAsync(this.#slots, HEAD, BigInt(seen), timeoutMs);
     if (wait.async) await wait.value;
+  }
+
+  /**
+   * Blocks the calling thread until the head has moved past `seen`, or for `timeoutMs`: for
+   * a thread that runs its own loop (not the main thread, which may not block).
+   */
+  blockForHead(seen: number, timeoutMs: number): void {
+    Atomics.wait(this.#slots, HEAD, BigInt(seen), timeoutMs);
   }
 }

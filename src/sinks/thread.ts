@@ -1,12 +1,14 @@
 /**
- * Runs a sink on a thread of its own, fed from the spool on that thread (`feed.ts`):
- * its reading, decoding, encoding and talking to the backend never hold up the main thread
- * or another sink. The main thread keeps a stand-in ({@link SinkThread}) whose stats are
- * what the thread last reported; it never sees an event.
+ * Runs a sink on a thread of its own, reading the spool on that thread: its reading,
+ * decoding, encoding and talking to the backend never hold up the main thread or another
+ * sink. The main thread keeps a stand-in ({@link SinkThread}) whose stats are what the thread
+ * last reported; it never sees an event.
  *
- * A worker module is one line: `serveSinkThread(createMySink)` (see `redis/worker.ts`). The
- * thread runs below the receive thread's priority, like the main thread, and is named
- * `tbg-{name}`.
+ * A worker module is one line. `serveSinkThread(createMySink)` feeds a {@link Sink} from the
+ * spool with the event loop's help (`feed.ts`: see `postgres/worker.ts`);
+ * `serveSpoolSinkThread(create)` runs a {@link SpoolSink} that reads the spool itself, as the
+ * Redis sink's blocking loop does (`redis/worker.ts`). The thread runs below the receive
+ * thread's priority, like the main thread, and is named `tbg-{name}`.
  *
  * @module
  */
@@ -34,6 +36,39 @@ export interface SpoolPlace {
 /** What a sink thread reports: its sink's counters and its feed's. */
 export interface SinkThreadStats extends SinkStats, FeedStats {}
 
+/** What a sink thread's spool reader is given besides its sink's options. */
+export interface SpoolSinkPlace {
+  /** Positioned at the sink's saved position. */
+  readonly reader: SpoolReader;
+  readonly signals: SpoolSignals;
+  /** This sink's slot in the signals. */
+  readonly readerIndex: number;
+  /** Datagram bytes the sink may hold in memory at once. */
+  readonly memoryLimitBytes: number;
+  /** See {@link import("./feed.ts").SinkFeedOptions.lingerMs}. */
+  readonly lingerMs: number;
+  /**
+   * True once the main thread has asked the thread to close: a loop blocked in I/O looks at
+   * it between slices, as it cannot see the `close` message until it returns to its event loop.
+   */
+  readonly closing: () => boolean;
+}
+
+/**
+ * A sink that reads the spool itself, on its thread: it acknowledges in the signals the
+ * position its backend confirmed, and reports its stats.
+ */
+export interface SpoolSink {
+  stats(): SinkThreadStats;
+  /**
+   * Resolves once every record before `until` is confirmed, or when `signal` aborts, or once
+   * the sink is closed.
+   */
+  drain(until: number, signal?: AbortSignal): Promise<void>;
+  /** Stops reading and closes the backend's connection and the reader. */
+  close(): Promise<void>;
+}
+
 interface ReportedStats extends Omit<SinkThreadStats, "writeLatency"> {
   readonly writeLatency: HistogramSnapshot;
 }
@@ -49,6 +84,8 @@ type ToWorker =
     readonly lingerMs: number;
     readonly logLevel?: LogLevel;
     readonly nice: number;
+    /** Int32 flag: 1 once the main thread closes the thread. */
+    readonly closing: SharedArrayBuffer;
   }
   | { readonly type: "drain"; readonly id: number; readonly until: number }
   | { readonly type: "abort"; readonly id: number }
@@ -113,6 +150,7 @@ export function startSinkThread<T>(options: SinkThreadOptions<T>): SinkThread {
     behind: false,
     heldBytes: 0,
   };
+  const closing = new Int32Array(new SharedArrayBuffer(4));
   const peer: WorkerPeer<ToWorker, FromWorker> = new WorkerPeer({
     module: options.worker,
     name: `${options.name} sink`,
@@ -132,6 +170,7 @@ export function startSinkThread<T>(options: SinkThreadOptions<T>): SinkThread {
     lingerMs: options.lingerMs,
     logLevel: options.logLevel,
     nice: backgroundNice(),
+    closing: closing.buffer as SharedArrayBuffer,
   });
   return {
     name: options.name,
@@ -142,40 +181,61 @@ export function startSinkThread<T>(options: SinkThreadOptions<T>): SinkThread {
         signal,
         (id) => peer.post({ type: "abort", id }),
       ),
-    close: () => peer.close({ type: "close" }),
+    close: () => {
+      Atomics.store(closing, 0, 1);
+      return peer.close({ type: "close" });
+    },
+  };
+}
+
+/** A {@link Sink} fed from the spool by a {@link SinkFeed}, as a {@link SpoolSink}. */
+export function feedSink(sink: Sink, place: SpoolSinkPlace): SpoolSink {
+  const feed = new SinkFeed({ sink, ...place });
+  return {
+    stats: () => ({ ...sink.stats(), ...feed.stats() }),
+    drain: (until, signal) => feed.drain(until, signal),
+    close: () => feed.close(),
   };
 }
 
 /**
- * The worker side: builds the sink from the options {@link startSinkThread} was given, feeds
- * it from the spool and serves the main thread's calls until `close`.
+ * The worker side for a {@link Sink}: builds it from the options {@link startSinkThread} was
+ * given, feeds it from the spool and serves the main thread's calls until `close`.
  */
 export function serveSinkThread<T>(createSink: (options: T) => Sink): void {
+  serveSpoolSinkThread((options: T, place) => feedSink(createSink(options), place));
+}
+
+/**
+ * The worker side for a {@link SpoolSink}: builds it from the options and the sink's place in
+ * the spool, and serves the main thread's calls until `close`.
+ */
+export function serveSpoolSinkThread<T>(
+  createSink: (options: T, place: SpoolSinkPlace) => SpoolSink,
+): void {
   const scope = self as unknown as {
     postMessage(message: FromWorker): void;
     onmessage: ((event: MessageEvent<ToWorker>) => void) | null;
   };
-  let feed: SinkFeed | undefined;
-  let sink: Sink | undefined;
+  let sink: SpoolSink | undefined;
   let ready: Promise<void> = Promise.resolve();
   const aborts = new Map<number, AbortController>();
   let reported: ReportedStats | undefined;
 
-  const report = (): ReportedStats => {
-    const s = sink!.stats();
-    const writeLatency = "snapshot" in s.writeLatency ? s.writeLatency.snapshot() : s.writeLatency;
-    return reported = { ...s, ...feed!.stats(), writeLatency };
+  const report = (stats = sink!.stats()): ReportedStats => {
+    const latency = stats.writeLatency;
+    const writeLatency = "snapshot" in latency ? latency.snapshot() : latency;
+    return reported = { ...stats, writeLatency };
   };
-  const changed = (): boolean => {
-    const s = sink!.stats();
-    const f = feed!.stats();
-    return reported === undefined || s.written !== reported.written ||
-      s.dropped !== reported.dropped || s.retried !== reported.retried || s.up !== reported.up ||
-      s.pending !== reported.pending || f.position !== reported.position ||
-      f.lost !== reported.lost || f.behind !== reported.behind;
-  };
+  const changed = (s: SinkThreadStats): boolean =>
+    reported === undefined || s.written !== reported.written ||
+    s.dropped !== reported.dropped || s.retried !== reported.retried || s.up !== reported.up ||
+    s.pending !== reported.pending || s.position !== reported.position ||
+    s.lost !== reported.lost || s.behind !== reported.behind;
   const timer = setInterval(() => {
-    if (feed !== undefined && changed()) scope.postMessage({ type: "stats", stats: report() });
+    if (sink === undefined) return;
+    const stats = sink.stats();
+    if (changed(stats)) scope.postMessage({ type: "stats", stats: report(stats) });
   }, STATS_INTERVAL_MS);
 
   const handle = async (message: ToWorker): Promise<void> => {
@@ -184,22 +244,22 @@ export function serveSinkThread<T>(createSink: (options: T) => Sink): void {
         setThreadNice(message.nice);
         setThreadName(`tbg-${message.name}`);
         if (message.logLevel) await configureLogging(message.logLevel);
-        sink = createSink(message.options as T);
         const signals = new SpoolSignals(message.spool.signals);
-        feed = new SinkFeed({
-          sink,
+        const closing = new Int32Array(message.closing);
+        sink = createSink(message.options as T, {
           reader: new SpoolReader(message.spool.dir, message.spool.position, signals),
           signals,
           readerIndex: message.spool.readerIndex,
           memoryLimitBytes: message.memoryLimitBytes,
           lingerMs: message.lingerMs,
+          closing: () => Atomics.load(closing, 0) !== 0,
         });
         return;
       }
       case "drain": {
         const controller = new AbortController();
         aborts.set(message.id, controller);
-        void feed!.drain(message.until, controller.signal).then(() => {
+        void sink!.drain(message.until, controller.signal).then(() => {
           aborts.delete(message.id);
           if (controller.signal.aborted) return;
           scope.postMessage({ type: "drained", id: message.id, stats: report() });
@@ -212,7 +272,7 @@ export function serveSinkThread<T>(createSink: (options: T) => Sink): void {
       case "close":
         clearInterval(timer);
         for (const controller of aborts.values()) controller.abort();
-        await feed?.close();
+        await sink?.close();
         scope.postMessage({ type: "closed" });
         return;
     }

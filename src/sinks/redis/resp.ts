@@ -70,7 +70,7 @@ const READ_CHUNK = 64 * 1024;
  * Replies as they arrive, in one buffer that is reused: read into its free end, taken from its
  * front, moved back to the start when the front is used up.
  */
-class ReplyBuffer {
+export class ReplyBuffer {
   bytes = new Uint8Array(READ_CHUNK);
   start = 0;
   end = 0;
@@ -193,6 +193,56 @@ class ReplyBuffer {
   }
 }
 
+/**
+ * Passes the replies of one pipeline and keeps the first error reply among them, without
+ * decoding the rest: what {@link RespConnection.send} and the blocking connection report.
+ */
+export class ErrorScan {
+  readonly #replies: ReplyBuffer;
+  #index = 0;
+  failedAt = -1;
+  error: RespError | undefined;
+
+  constructor(replies: ReplyBuffer) {
+    this.#replies = replies;
+  }
+
+  /** Passes the reply at `at`; returns where the next starts, or -1 while it is not all there. */
+  take(at: number): number {
+    const next = this.#replies.skip(at, 0, (message) => {
+      if (this.failedAt < 0) {
+        this.failedAt = this.#index;
+        this.error = new RespError(message);
+      }
+    });
+    if (next >= 0) this.#index++;
+    return next;
+  }
+
+  outcome(): SendOutcome {
+    return { failedAt: this.failedAt, error: this.error };
+  }
+}
+
+/** What a Redis URL asks for once connected: `AUTH` with its credentials, `SELECT` its database. */
+export function setupCommands(url: URL): string[][] {
+  const setup: string[][] = [];
+  const password = decodeURIComponent(url.password);
+  const username = decodeURIComponent(url.username);
+  if (password) setup.push(username ? ["AUTH", username, password] : ["AUTH", password]);
+  const db = url.pathname.replace(/^\//, "");
+  if (db && db !== "0") setup.push(["SELECT", db]);
+  return setup;
+}
+
+/** Host and port of a Redis URL (`localhost:6379` when they are left out). */
+export function redisAddress(url: URL): { hostname: string; port: number } {
+  return {
+    hostname: url.hostname.replace(/^\[|\]$/g, "") || "localhost",
+    port: Number(url.port || 6379),
+  };
+}
+
 /** How often a connection looks whether the pipeline in flight is past its deadline. */
 const DEADLINE_CHECK_MS = 100;
 
@@ -228,8 +278,7 @@ export class RespConnection {
    */
   static async connect(url: string, timeoutMs = 5_000): Promise<RespConnection> {
     const parsed = new URL(url);
-    const hostname = parsed.hostname.replace(/^\[|\]$/g, "") || "localhost";
-    const port = Number(parsed.port || 6379);
+    const { hostname, port } = redisAddress(parsed);
     const signal = AbortSignal.timeout(timeoutMs);
     let conn: Deno.Conn;
     if (parsed.protocol === "rediss:") {
@@ -240,12 +289,7 @@ export class RespConnection {
       conn = tcp;
     }
     const connection = new RespConnection(conn);
-    const setup: string[][] = [];
-    const password = decodeURIComponent(parsed.password);
-    const username = decodeURIComponent(parsed.username);
-    if (password) setup.push(username ? ["AUTH", username, password] : ["AUTH", password]);
-    const db = parsed.pathname.replace(/^\//, "");
-    if (db && db !== "0") setup.push(["SELECT", db]);
+    const setup = setupCommands(parsed);
     if (setup.length > 0) {
       try {
         const { error } = await connection.send(encodeCommands(setup), setup.length, timeoutMs);
@@ -288,20 +332,9 @@ export class RespConnection {
    * throws and breaks the connection.
    */
   async send(commands: Uint8Array, count: number, timeoutMs = 15_000): Promise<SendOutcome> {
-    let failedAt = -1;
-    let error: RespError | undefined;
-    let index = 0;
-    await this.#roundTrip(commands, count, timeoutMs, (at) => {
-      const next = this.#replies.skip(at, 0, (message) => {
-        if (failedAt < 0) {
-          failedAt = index;
-          error = new RespError(message);
-        }
-      });
-      if (next >= 0) index++;
-      return next;
-    });
-    return { failedAt, error };
+    const scan = new ErrorScan(this.#replies);
+    await this.#roundTrip(commands, count, timeoutMs, (at) => scan.take(at));
+    return scan.outcome();
   }
 
   /**

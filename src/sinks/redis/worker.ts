@@ -1,9 +1,16 @@
 /**
- * Worker module: the Redis sink on a thread of its own (see `../thread.ts`).
+ * Worker module: the Redis sink on a thread of its own (see `../thread.ts`). Over plain TCP
+ * it is one blocking loop that reads the spool itself (`blocking.ts`); over TLS (`rediss://`),
+ * which has no blocking path, the event-loop sink (`sink.ts`) fed from the spool.
  *
  * @module
  */
-import { createRedisSink } from "./sink.ts";
-import { serveSinkThread } from "../thread.ts";
+import { BlockingRedisSink } from "./blocking.ts";
+import { createRedisSink, type RedisSinkOptions } from "./sink.ts";
+import { feedSink, serveSpoolSinkThread } from "../thread.ts";
 
-serveSinkThread(createRedisSink);
+serveSpoolSinkThread((options: RedisSinkOptions, place) =>
+  new URL(options.url).protocol === "redis:"
+    ? new BlockingRedisSink(options, place)
+    : feedSink(createRedisSink(options), place)
+);

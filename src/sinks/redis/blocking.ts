@@ -1,0 +1,295 @@
+/**
+ * The Redis sink as one blocking loop on its own thread, reading the spool itself: it waits
+ * on the spool's head, reads a batch of records, decodes them, writes their commands
+ * (`request.ts`) as one pipeline and reads the replies, all with blocking calls
+ * (`blocking_connection.ts`), then acknowledges the position Redis confirmed. A wake-up costs
+ * a futex and two socket calls, not a trip through the event loop: at a few events per
+ * wake-up, that is most of what the sink costs.
+ *
+ * Design invariants:
+ * - One pipeline is in flight at a time, and events reach Redis in spool order.
+ * - The position acknowledged is that of the first record whose event Redis has not confirmed
+ *   (every record before it is confirmed, not an event, or lost); it is what the sink
+ *   acknowledges, not a count that stands for it.
+ * - The sink holds one batch: at most `maxBatch` events and about `memoryLimitBytes` of
+ *   datagrams. A failed batch is kept, less what Redis confirmed, and sent again after a
+ *   back-off; while Redis is away the rest waits in the spool.
+ * - The thread returns to its event loop at least every {@link SLICE_MS}, and for every
+ *   back-off: the main thread's `drain`, `abort` and `close` are served there, and its stats
+ *   are posted. A call blocked in I/O gives up within a slice once the main thread closes.
+ * - Delivery is at-least-once, as with the event-loop sink (`sink.ts`): a batch cut by a lost
+ *   connection is sent again from its first unconfirmed event.
+ *
+ * @module
+ */
+import { getLogger } from "@logtape/logtape";
+import { decodeDatagram } from "../../datagram.ts";
+import type { MiningEvent } from "../../events.ts";
+import { redactUrl } from "../../ops/config.ts";
+import { Histogram } from "../../ops/metrics.ts";
+import { Backoff, sleep } from "../backoff.ts";
+import type { SinkThreadStats, SpoolSink, SpoolSinkPlace } from "../thread.ts";
+import { BlockingRespConnection } from "./blocking_connection.ts";
+import { RequestBuilder } from "./request.ts";
+import type { RedisSinkOptions } from "./sink.ts";
+
+/** Longest the loop keeps its thread from the event loop while it has work or waits for it. */
+const SLICE_MS = 20;
+/** Largest batch read at once, in datagram bytes (about: whole frames are read). */
+const MAX_BATCH_BYTES = 4 * 1024 * 1024;
+
+/** Events read from the spool and not yet confirmed, with where their records are. */
+interface Batch {
+  events: MiningEvent[];
+  /** Spool index of each event's record. */
+  indices: number[];
+  /** Runs of records that were gone from the spool, before {@link end}. */
+  gaps: { at: number; size: number }[];
+  /** Index after the batch's last record: the position once every event is confirmed. */
+  readonly end: number;
+  /** Datagram bytes of its events. */
+  bytes: number;
+}
+
+/** Blocks the calling thread for `ms`. */
+function blockFor(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
+
+/** The Redis sink's blocking loop (plain TCP); see the module's invariants. */
+export class BlockingRedisSink implements SpoolSink {
+  readonly #log = getLogger(["tbg", "redis"]);
+  readonly #options: RedisSinkOptions;
+  readonly #place: SpoolSinkPlace;
+  readonly #url: string;
+  readonly #maxBatch: number;
+  readonly #maxBytes: number;
+  readonly #connectTimeoutMs: number;
+  readonly #writeTimeoutMs: number;
+  readonly #request: RequestBuilder;
+  // Capped low: a refused connection costs nothing, and the sink must be writing again well
+  // within a second of Redis's return.
+  readonly #backoff = new Backoff(25, 250);
+  readonly #writeLatency = new Histogram();
+  readonly #closed = new AbortController();
+  readonly #channel = new MessageChannel();
+  #connection: BlockingRespConnection | undefined;
+  #batch: Batch | undefined;
+  #position: number;
+  #written = 0;
+  #retried = 0;
+  #lost = 0;
+  #failing = false;
+  #drains: { until: number; signal?: AbortSignal; resolve: () => void }[] = [];
+  readonly #loop: Promise<void>;
+
+  constructor(options: RedisSinkOptions, place: SpoolSinkPlace) {
+    this.#options = options;
+    this.#place = place;
+    this.#url = redactUrl(options.url);
+    this.#maxBatch = options.maxBatch ?? 5000;
+    this.#maxBytes = Math.min(place.memoryLimitBytes, MAX_BATCH_BYTES);
+    this.#connectTimeoutMs = options.connectTimeoutMs ?? 3_000;
+    this.#writeTimeoutMs = options.writeTimeoutMs ?? 15_000;
+    this.#request = new RequestBuilder(options.streamMaxLen);
+    this.#position = place.reader.next;
+    place.signals.ack(place.readerIndex, this.#position);
+    this.#loop = this.#run();
+  }
+
+  stats(): SinkThreadStats {
+    return {
+      written: this.#written,
+      retried: this.#retried,
+      dropped: 0, // Redis refuses no event for its data
+      pending: this.#batch?.events.length ?? 0,
+      up: !this.#failing,
+      writeLatency: this.#writeLatency,
+      position: this.#position,
+      lost: this.#lost,
+      behind: this.#place.reader.behind,
+      heldBytes: this.#batch?.bytes ?? 0,
+    };
+  }
+
+  drain(until: number, signal?: AbortSignal): Promise<void> {
+    if (this.#position >= until || this.#stopping() || signal?.aborted) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.#drains.push({ until, signal, resolve });
+      signal?.addEventListener("abort", () => this.#settleDrains(), { once: true });
+    });
+  }
+
+  async close(): Promise<void> {
+    this.#closed.abort();
+    await this.#loop;
+    this.#connection?.close();
+    this.#place.reader.close();
+    this.#channel.port1.close();
+  }
+
+  #stopping(): boolean {
+    return this.#closed.signal.aborted || this.#place.closing();
+  }
+
+  async #run(): Promise<void> {
+    while (!this.#stopping()) {
+      const pause = this.#work(performance.now() + SLICE_MS);
+      this.#settleDrains();
+      if (pause > 0) await sleep(pause, this.#closed.signal);
+      else await this.#yield();
+    }
+    this.#settleDrains();
+  }
+
+  /** One task boundary, without a timer's clamping: one message to itself. */
+  #yield(): Promise<void> {
+    return new Promise((resolve) => {
+      this.#channel.port1.onmessage = () => resolve();
+      this.#channel.port2.postMessage(0);
+    });
+  }
+
+  /**
+   * Reads and delivers until `until` (a pipeline in flight is finished first); returns how
+   * long to back off after a failed write, or 0.
+   */
+  #work(until: number): number {
+    const { reader, signals } = this.#place;
+    while (!this.#stopping()) {
+      if (this.#batch === undefined) {
+        const head = signals.head();
+        if (reader.next >= head) {
+          const left = until - performance.now();
+          if (left <= 0) return 0;
+          signals.blockForHead(head, left);
+          continue;
+        }
+        this.#batch = this.#read();
+      }
+      const failure = this.#deliver(this.#batch);
+      if (failure !== undefined) return this.#failed(failure);
+      this.#batch = undefined;
+      if (performance.now() >= until) return 0;
+      // Let records that come one by one gather: a wake-up costs more than a record.
+      if (this.#place.lingerMs > 0 && !reader.behind && this.#drains.length === 0) {
+        blockFor(this.#place.lingerMs);
+      }
+    }
+    return 0;
+  }
+
+  /** The next batch of records, decoded; records that are not events are passed over. */
+  #read(): Batch {
+    const reader = this.#place.reader;
+    let expected = reader.next;
+    const records = reader.read(this.#maxBatch, this.#maxBytes);
+    const batch: Batch = { events: [], indices: [], gaps: [], end: reader.next, bytes: 0 };
+    for (const record of records) {
+      if (record.index > expected) batch.gaps.push({ at: expected, size: record.index - expected });
+      expected = record.index + 1;
+      // Refused datagrams were counted when they were received; here they are only passed.
+      const decoded = decodeDatagram(record.bytes, record.truncated);
+      if (!decoded.ok) continue;
+      batch.events.push(decoded.event);
+      batch.indices.push(record.index);
+      batch.bytes += record.bytes.length;
+    }
+    if (batch.end > expected) batch.gaps.push({ at: expected, size: batch.end - expected });
+    return batch;
+  }
+
+  /** Sends the batch's events; returns the failure, if any, after confirming what Redis took. */
+  #deliver(batch: Batch): unknown {
+    if (batch.events.length === 0) {
+      this.#confirm(batch, 0);
+      return undefined;
+    }
+    try {
+      if (this.#connection === undefined || this.#connection.broken) {
+        this.#connection = BlockingRespConnection.connect(
+          this.#options.url,
+          this.#connectTimeoutMs,
+          () => this.#place.closing(),
+        );
+        this.#log.info("connected to {url}", { url: this.#url });
+      }
+      const request = this.#request;
+      request.clear();
+      for (let i = 0; i < batch.events.length; i++) request.add(batch.events[i], i);
+      const started = performance.now();
+      const { failedAt, error } = this.#connection.send(
+        request.bytes(),
+        request.commands,
+        this.#writeTimeoutMs,
+      );
+      if (failedAt < 0) {
+        this.#writeLatency.observe((performance.now() - started) / 1000);
+        this.#confirm(batch, batch.events.length);
+        this.#recovered();
+        return undefined;
+      }
+      this.#confirm(batch, request.owner(failedAt));
+      return error;
+    } catch (error) {
+      return error;
+    }
+  }
+
+  /** Redis confirmed the batch's first `count` events: acknowledges where they end. */
+  #confirm(batch: Batch, count: number): void {
+    const whole = count >= batch.events.length;
+    const position = whole ? batch.end : batch.indices[count];
+    while (batch.gaps.length > 0 && batch.gaps[0].at < position) {
+      this.#lost += batch.gaps.shift()!.size;
+    }
+    this.#written += count;
+    if (!whole && count > 0) {
+      batch.events = batch.events.slice(count);
+      batch.indices = batch.indices.slice(count);
+    }
+    if (position !== this.#position) {
+      this.#position = position;
+      this.#place.signals.ack(this.#place.readerIndex, position);
+    }
+  }
+
+  #recovered(): void {
+    if (this.#failing) {
+      this.#log.info("writing again; {pending} events waiting", {
+        pending: this.#place.signals.head() - this.#position,
+      });
+    }
+    this.#failing = false;
+    this.#backoff.reset();
+  }
+
+  /** Counts a failed write and returns the back-off before the next. */
+  #failed(error: unknown): number {
+    this.#retried++;
+    const delay = this.#backoff.next();
+    if (!this.#failing && !this.#stopping()) {
+      this.#log.warn(
+        "write to {url} failed, {pending} events kept, retrying in {delay} ms: {error}",
+        {
+          url: this.#url,
+          pending: this.#place.signals.head() - this.#position,
+          delay,
+          error: error instanceof Error ? error.message : String(error),
+        },
+      );
+    }
+    this.#failing = true;
+    return delay;
+  }
+
+  #settleDrains(): void {
+    if (this.#drains.length === 0) return;
+    const stopping = this.#stopping();
+    this.#drains = this.#drains.filter((drain) => {
+      if (!stopping && this.#position < drain.until && !drain.signal?.aborted) return true;
+      drain.resolve();
+      return false;
+    });
+  }
+}
