@@ -1,10 +1,11 @@
 /**
  * The Redis sink as one blocking loop on its own thread, reading the spool itself: it waits
  * on the spool's head, reads a batch of records, decodes them, writes their commands
- * (`request.ts`) as one pipeline and reads the replies, all with blocking calls
- * (`blocking_connection.ts`), then acknowledges the position Redis confirmed. A wake-up costs
- * a futex and two socket calls, not a trip through the event loop: at a few events per
- * wake-up, that is most of what the sink costs.
+ * (`request.ts`) as one pipeline, lets the next records gather for `lingerMs` while Redis
+ * answers, reads the replies and acknowledges the position Redis confirmed, all with blocking
+ * calls (`blocking_connection.ts`). At a few events per wake-up the wake-ups are most of
+ * what the sink costs, so it has one per pipeline: no trip through the event loop, and no
+ * wait for replies that are not there yet.
  *
  * Design invariants:
  * - One pipeline is in flight at a time, and events reach Redis in spool order.
@@ -74,7 +75,10 @@ export class BlockingRedisSink implements SpoolSink {
   readonly #closed = new AbortController();
   readonly #channel = new MessageChannel();
   #connection: BlockingRespConnection | undefined;
+  /** Read and not yet confirmed; kept, less what was confirmed, through failures. */
   #batch: Batch | undefined;
+  /** When the batch's pipeline was written, while its replies are not taken. */
+  #sentAt: number | undefined;
   #position: number;
   #written = 0;
   #retried = 0;
@@ -151,12 +155,16 @@ export class BlockingRedisSink implements SpoolSink {
   }
 
   /**
-   * Reads and delivers until `until` (a pipeline in flight is finished first); returns how
-   * long to back off after a failed write, or 0.
+   * Reads and delivers until `until`; returns how long to back off after a failed write, or
+   * 0. A pipeline written just before the slice ends has its replies taken in the next one.
    */
   #work(until: number): number {
     const { reader, signals } = this.#place;
     while (!this.#stopping()) {
+      if (this.#sentAt !== undefined) {
+        const failure = this.#settle(this.#batch!);
+        if (failure !== undefined) return this.#failed(failure);
+      }
       if (this.#batch === undefined) {
         const head = signals.head();
         if (reader.next >= head) {
@@ -167,11 +175,12 @@ export class BlockingRedisSink implements SpoolSink {
         }
         this.#batch = this.#read();
       }
-      const failure = this.#deliver(this.#batch);
+      const failure = this.#write(this.#batch);
       if (failure !== undefined) return this.#failed(failure);
-      this.#batch = undefined;
       if (performance.now() >= until) return 0;
-      // Let records that come one by one gather: a wake-up costs more than a record.
+      // Records that come one by one gather while Redis answers: the replies are then read
+      // without waiting for them, and the next pipeline goes out in the same wake-up. A
+      // wake-up costs more than a record.
       if (this.#place.lingerMs > 0 && !reader.behind && this.#drains.length === 0) {
         blockFor(this.#place.lingerMs);
       }
@@ -199,10 +208,14 @@ export class BlockingRedisSink implements SpoolSink {
     return batch;
   }
 
-  /** Sends the batch's events; returns the failure, if any, after confirming what Redis took. */
-  #deliver(batch: Batch): unknown {
+  /**
+   * Writes the batch's pipeline (connecting first if need be), or acknowledges it at once if
+   * it holds no event; returns the failure, if any.
+   */
+  #write(batch: Batch): unknown {
     if (batch.events.length === 0) {
       this.#confirm(batch, 0);
+      this.#batch = undefined;
       return undefined;
     }
     try {
@@ -217,23 +230,35 @@ export class BlockingRedisSink implements SpoolSink {
       const request = this.#request;
       request.clear();
       for (let i = 0; i < batch.events.length; i++) request.add(batch.events[i], i);
-      const started = performance.now();
-      const { failedAt, error } = this.#connection.send(
-        request.bytes(),
-        request.commands,
-        this.#writeTimeoutMs,
-      );
-      if (failedAt < 0) {
-        this.#writeLatency.observe((performance.now() - started) / 1000);
-        this.#confirm(batch, batch.events.length);
-        this.#recovered();
-        return undefined;
-      }
-      this.#confirm(batch, request.owner(failedAt));
-      return error;
+      this.#connection.write(request.bytes(), request.commands, this.#writeTimeoutMs);
+      this.#sentAt = performance.now();
+      return undefined;
     } catch (error) {
       return error;
     }
+  }
+
+  /**
+   * Takes the replies of the batch's pipeline and acknowledges what Redis confirmed; returns
+   * the failure, if any (the batch is then kept, less what was confirmed).
+   */
+  #settle(batch: Batch): unknown {
+    const sentAt = this.#sentAt!;
+    this.#sentAt = undefined;
+    try {
+      const { failedAt, error } = this.#connection!.replies();
+      if (failedAt >= 0) {
+        this.#confirm(batch, this.#request.owner(failedAt));
+        return error;
+      }
+    } catch (error) {
+      return error;
+    }
+    this.#writeLatency.observe((performance.now() - sentAt) / 1000);
+    this.#confirm(batch, batch.events.length);
+    this.#batch = undefined;
+    this.#recovered();
+    return undefined;
   }
 
   /** Redis confirmed the batch's first `count` events: acknowledges where they end. */

@@ -24,12 +24,22 @@ import {
  */
 const SLICE_MS = 50;
 
+/** A pipeline written, whose replies are due by `deadlineAt`. */
+interface Pipeline {
+  readonly count: number;
+  readonly deadlineAt: number;
+  readonly what: string;
+  readonly timeoutMs: number;
+}
+
 /** One blocking TCP connection to Redis that sends pipelines, each within a deadline. */
 export class BlockingRespConnection {
   readonly #stream: TcpStream;
   readonly #interrupted: () => boolean;
   readonly #replies = new ReplyBuffer();
   #broken: Error | undefined;
+  /** The pipeline written whose replies are not taken yet. */
+  #inFlight: Pipeline | undefined;
 
   private constructor(stream: TcpStream, interrupted: () => boolean) {
     this.#stream = stream;
@@ -83,18 +93,46 @@ export class BlockingRespConnection {
    * throws and breaks the connection.
    */
   send(commands: Uint8Array, count: number, timeoutMs: number): SendOutcome {
+    this.write(commands, count, timeoutMs);
+    return this.replies();
+  }
+
+  /**
+   * Writes `commands` (RESP, `count` commands) without waiting for their replies: take them
+   * with {@link replies} before the next write. The deadline starts now.
+   */
+  write(commands: Uint8Array, count: number, timeoutMs: number): void {
     if (this.#broken) throw this.#broken;
-    const deadlineAt = performance.now() + timeoutMs;
-    const what = `${count} Redis commands`;
-    const replies = this.#replies;
-    const scan = new ErrorScan(replies);
-    try {
+    if (this.#inFlight) throw new Error("the replies of the last pipeline were not taken");
+    const pipeline = {
+      count,
+      deadlineAt: performance.now() + timeoutMs,
+      what: `${count} Redis commands`,
+      timeoutMs,
+    };
+    this.#failOnError(() => {
       for (let written = 0; written < commands.length;) {
         const sent = this.#stream.write(commands.subarray(written));
-        if (sent === 0) this.#stillWaiting(deadlineAt, what, timeoutMs);
+        if (sent === 0) this.#stillWaiting(pipeline);
         written += sent;
       }
-      for (let taken = 0; taken < count;) {
+    });
+    this.#inFlight = pipeline;
+  }
+
+  /**
+   * Waits for the replies of the pipeline {@link write} sent and returns the first error
+   * reply among them. A connection failure, the deadline, or `interrupted` throws and breaks
+   * the connection.
+   */
+  replies(): SendOutcome {
+    const pipeline = this.#inFlight;
+    if (pipeline === undefined) throw new Error("no pipeline in flight");
+    this.#inFlight = undefined;
+    const replies = this.#replies;
+    const scan = new ErrorScan(replies);
+    this.#failOnError(() => {
+      for (let taken = 0; taken < pipeline.count;) {
         const next = replies.start < replies.end ? scan.take(replies.start) : -1;
         if (next >= 0) {
           replies.start = next;
@@ -103,21 +141,30 @@ export class BlockingRespConnection {
         }
         const read = this.#stream.read(replies.room());
         if (read === null) throw new Error("connection closed by Redis");
-        if (read === 0) this.#stillWaiting(deadlineAt, what, timeoutMs);
+        if (read === 0) this.#stillWaiting(pipeline);
         replies.end += read;
       }
+    });
+    return scan.outcome();
+  }
+
+  /** Runs `io`; if it throws, the connection is broken and closed, and the error thrown. */
+  #failOnError(io: () => void): void {
+    try {
+      io();
     } catch (error) {
       this.#broken ??= error instanceof Error ? error : new Error(String(error));
       this.close();
       throw this.#broken;
     }
-    return scan.outcome();
   }
 
   /** After a slice that moved nothing: throws if the deadline passed or the thread stops. */
-  #stillWaiting(deadlineAt: number, what: string, timeoutMs: number): void {
-    if (this.#interrupted()) throw new TcpInterrupted(what);
-    if (performance.now() > deadlineAt) throw new DeadlineExceeded(what, timeoutMs);
+  #stillWaiting(pipeline: Pipeline): void {
+    if (this.#interrupted()) throw new TcpInterrupted(pipeline.what);
+    if (performance.now() > pipeline.deadlineAt) {
+      throw new DeadlineExceeded(pipeline.what, pipeline.timeoutMs);
+    }
   }
 
   close(): void {

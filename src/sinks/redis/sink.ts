@@ -8,6 +8,9 @@
  *
  * The sink takes every event pushed; bounding memory is the delivery layer's job.
  *
+ * This is the sink on the event loop, fed by `../feed.ts`: the collector uses it for TLS
+ * (`rediss://`). Over plain TCP it runs `blocking.ts`, which writes the same commands.
+ *
  * @module
  */
 import { getLogger } from "@logtape/logtape";
