@@ -13,7 +13,7 @@ import { Delivery } from "./delivery.ts";
 import type { MetricsServer } from "./ops/metrics_server.ts";
 import { startCollectorMetrics } from "./ops/service_metrics.ts";
 import { qlenWarning, readMaxDgramQlen } from "./source/kernel_limits.ts";
-import { type Receiver, startReceiver } from "./source/receiver.ts";
+import { backgroundNice, liveNice, type Receiver, startReceiver } from "./source/receiver.ts";
 import type { PostgresSinkOptions } from "./sinks/postgres/sink.ts";
 import type { RedisSinkOptions } from "./sinks/redis/sink.ts";
 import { type SinkThread, startSinkThread } from "./sinks/thread.ts";
@@ -82,6 +82,7 @@ export function startSinkThreads(
       },
       memoryLimitBytes: config.sinkMemoryBytes,
       lingerMs: LINGER_MS[name],
+      nice: name === "redis" ? liveNice() : backgroundNice(),
       logLevel: config.logLevel,
       onFatal,
     })

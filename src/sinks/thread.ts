@@ -113,6 +113,8 @@ export interface SinkThreadOptions<T> {
   readonly memoryLimitBytes: number;
   /** See {@link import("./feed.ts").SinkFeedOptions.lingerMs}. */
   readonly lingerMs: number;
+  /** The thread's nice value (default: {@link backgroundNice}). */
+  readonly nice?: number;
   /** The worker logs at this level (default: its own logging stays unconfigured). */
   readonly logLevel?: LogLevel;
   /**
@@ -169,7 +171,7 @@ export function startSinkThread<T>(options: SinkThreadOptions<T>): SinkThread {
     memoryLimitBytes: options.memoryLimitBytes,
     lingerMs: options.lingerMs,
     logLevel: options.logLevel,
-    nice: backgroundNice(),
+    nice: options.nice ?? backgroundNice(),
     closing: closing.buffer as SharedArrayBuffer,
   });
   return {

@@ -91,8 +91,24 @@ let processNice: number | undefined;
  * and stopping receivers (tests do, in one process) never pushes a thread further down.
  */
 export function backgroundNice(): number {
+  return niceBelowReceiver(NICE_STEPS_BELOW_RECEIVER);
+}
+
+/**
+ * How far below the receive thread the Redis sink's thread runs: above the other threads and
+ * the database servers' share, since the game's live view reads Redis within milliseconds,
+ * and still below the receive thread, which must never wait for it.
+ */
+export const LIVE_NICE_STEPS_BELOW_RECEIVER = 2;
+
+/** The nice value of the thread that feeds the live view (see {@link backgroundNice}). */
+export function liveNice(): number {
+  return niceBelowReceiver(LIVE_NICE_STEPS_BELOW_RECEIVER);
+}
+
+function niceBelowReceiver(steps: number): number {
   processNice ??= threadNice();
-  return Math.min(19, processNice + NICE_STEPS_BELOW_RECEIVER);
+  return Math.min(19, processNice + steps);
 }
 
 /** Logs refused senders as their count grows (rate-limited), whenever the counts are read. */
