@@ -188,6 +188,33 @@ Deno.test("the blocking Redis sink keeps its position where Redis refused an eve
   });
 });
 
+Deno.test("a batch read ahead waits behind a refused one, and order holds", async () => {
+  await withRedis(async (redis) => {
+    await redisCommand(redis.url, ["SET", "mining:share_submitted", "in the way"]);
+    await withRedisThread(
+      { url: redis.url, streamMaxLen: 100_000, maxBatch: 50 },
+      async (spool, sink) => {
+        spool.append([datagram(1, "miner_connected"), datagram(2)]);
+        for (let seq = 3; seq <= 1002; seq += 100) {
+          spool.append(Array.from({ length: 100 }, (_, i) => datagram(seq + i, "miner_connected")));
+        }
+        await waitFor(() => sink.stats().retried >= 3, { what: "refused writes" });
+        const held = sink.stats();
+        assert.equal(held.position, 1, "nothing after the refused event is acknowledged");
+        assert.ok(held.pending <= 100, `${held.pending} events held: two batches at most`);
+
+        await redisCommand(redis.url, ["DEL", "mining:share_submitted"]);
+        await sink.drain(spool.head, AbortSignal.timeout(10_000));
+        assert.equal(sink.stats().position, 1002);
+        const connected = await streamIds(redis.url, "mining:miner_connected");
+        const firsts = [...new Set(connected)];
+        assert.deepEqual(firsts, ["c0ffee:1", ...ids(3, 1003)], "each event first seen in order");
+        assert.deepEqual(await streamIds(redis.url, "mining:share_submitted"), ["c0ffee:2"]);
+      },
+    );
+  });
+});
+
 Deno.test("the blocking Redis sink waits out an absent Redis and delivers everything once it is back", async () => {
   await withRedis(async (redis) => {
     await redis.kill();

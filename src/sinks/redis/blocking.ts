@@ -12,9 +12,11 @@
  * - The position acknowledged is that of the first record whose event Redis has not confirmed
  *   (every record before it is confirmed, not an event, or lost); it is what the sink
  *   acknowledges, not a count that stands for it.
- * - The sink holds one batch: at most `maxBatch` events and about `memoryLimitBytes` of
- *   datagrams. A failed batch is kept, less what Redis confirmed, and sent again after a
- *   back-off; while Redis is away the rest waits in the spool.
+ * - The sink holds at most two batches, each of at most `maxBatch` events and about half of
+ *   `memoryLimitBytes` of datagrams: the one in flight and the next, read, decoded and
+ *   encoded while Redis works on the first. A failed batch is kept, less what Redis
+ *   confirmed, and sent again after a back-off, before the next; while Redis is away the rest
+ *   waits in the spool.
  * - The thread returns to its event loop at least every {@link SLICE_MS}, and for every
  *   back-off: the main thread's `drain`, `abort` and `close` are served there, and its stats
  *   are posted. A call blocked in I/O gives up within a slice once the main thread closes.
@@ -50,6 +52,10 @@ interface Batch {
   readonly end: number;
   /** Datagram bytes of its events. */
   bytes: number;
+  /** Its events' commands, built when it was read (again after a partial confirmation). */
+  request: RequestBuilder;
+  /** Whether {@link request} still holds events Redis has confirmed since. */
+  stale: boolean;
 }
 
 /** Blocks the calling thread for `ms`. */
@@ -67,7 +73,8 @@ export class BlockingRedisSink implements SpoolSink {
   readonly #maxBytes: number;
   readonly #connectTimeoutMs: number;
   readonly #writeTimeoutMs: number;
-  readonly #request: RequestBuilder;
+  /** One request buffer per batch that can be held: the one in flight and the one read ahead. */
+  readonly #builders: RequestBuilder[];
   // Capped low: a refused connection costs nothing, and the sink must be writing again well
   // within a second of Redis's return.
   readonly #backoff = new Backoff(25, 250);
@@ -75,9 +82,12 @@ export class BlockingRedisSink implements SpoolSink {
   readonly #closed = new AbortController();
   readonly #channel = new MessageChannel();
   #connection: BlockingRespConnection | undefined;
-  /** Read and not yet confirmed; kept, less what was confirmed, through failures. */
-  #batch: Batch | undefined;
-  /** When the batch's pipeline was written, while its replies are not taken. */
+  /**
+   * Read and not yet confirmed, oldest first, at most two: the first is the one written (or
+   * to be written again after a failure, less what was confirmed), the second was read ahead.
+   */
+  #batches: Batch[] = [];
+  /** When the first batch's pipeline was written, while its replies are not taken. */
   #sentAt: number | undefined;
   #position: number;
   #written = 0;
@@ -92,10 +102,10 @@ export class BlockingRedisSink implements SpoolSink {
     this.#place = place;
     this.#url = redactUrl(options.url);
     this.#maxBatch = options.maxBatch ?? 5000;
-    this.#maxBytes = Math.min(place.memoryLimitBytes, MAX_BATCH_BYTES);
+    this.#maxBytes = Math.min(place.memoryLimitBytes / 2, MAX_BATCH_BYTES);
     this.#connectTimeoutMs = options.connectTimeoutMs ?? 3_000;
     this.#writeTimeoutMs = options.writeTimeoutMs ?? 15_000;
-    this.#request = new RequestBuilder(options.streamMaxLen);
+    this.#builders = [0, 1].map(() => new RequestBuilder(options.streamMaxLen));
     this.#position = place.reader.next;
     place.signals.ack(place.readerIndex, this.#position);
     this.#loop = this.#run();
@@ -106,13 +116,13 @@ export class BlockingRedisSink implements SpoolSink {
       written: this.#written,
       retried: this.#retried,
       dropped: 0, // Redis refuses no event for its data
-      pending: this.#batch?.events.length ?? 0,
+      pending: this.#batches.reduce((sum, batch) => sum + batch.events.length, 0),
       up: !this.#failing,
       writeLatency: this.#writeLatency,
       position: this.#position,
       lost: this.#lost,
       behind: this.#place.reader.behind,
-      heldBytes: this.#batch?.bytes ?? 0,
+      heldBytes: this.#batches.reduce((sum, batch) => sum + batch.bytes, 0),
     };
   }
 
@@ -160,40 +170,59 @@ export class BlockingRedisSink implements SpoolSink {
    */
   #work(until: number): number {
     const { reader, signals } = this.#place;
+    const batches = this.#batches;
     while (!this.#stopping()) {
+      // The next batch is read, decoded and encoded while Redis works on the one in flight.
+      if (batches.length < 2 && reader.next < signals.head()) batches.push(this.#read());
       if (this.#sentAt !== undefined) {
-        const failure = this.#settle(this.#batch!);
+        const failure = this.#settle(batches[0]);
         if (failure !== undefined) return this.#failed(failure);
+        continue;
       }
-      if (this.#batch === undefined) {
+      if (batches.length === 0) {
         const head = signals.head();
-        if (reader.next >= head) {
-          const left = until - performance.now();
-          if (left <= 0) return 0;
-          signals.blockForHead(head, left);
-          continue;
-        }
-        this.#batch = this.#read();
+        if (reader.next < head) continue;
+        const left = until - performance.now();
+        if (left <= 0) return 0;
+        signals.blockForHead(head, left);
+        continue;
       }
-      const failure = this.#write(this.#batch);
+      const failure = this.#write(batches[0]);
       if (failure !== undefined) return this.#failed(failure);
       if (performance.now() >= until) return 0;
       // Records that come one by one gather while Redis answers: the replies are then read
       // without waiting for them, and the next pipeline goes out in the same wake-up. A
       // wake-up costs more than a record.
-      if (this.#place.lingerMs > 0 && !reader.behind && this.#drains.length === 0) {
+      if (
+        this.#place.lingerMs > 0 && this.#sentAt !== undefined && !reader.behind &&
+        this.#drains.length === 0
+      ) {
         blockFor(this.#place.lingerMs);
       }
     }
     return 0;
   }
 
-  /** The next batch of records, decoded; records that are not events are passed over. */
+  /**
+   * The next batch of records, decoded, its commands built; records that are not events are
+   * passed over.
+   */
   #read(): Batch {
     const reader = this.#place.reader;
     let expected = reader.next;
     const records = reader.read(this.#maxBatch, this.#maxBytes);
-    const batch: Batch = { events: [], indices: [], gaps: [], end: reader.next, bytes: 0 };
+    const request = this.#builders.find((builder) =>
+      this.#batches.every((batch) => batch.request !== builder)
+    )!;
+    const batch: Batch = {
+      events: [],
+      indices: [],
+      gaps: [],
+      end: reader.next,
+      bytes: 0,
+      request,
+      stale: false,
+    };
     for (const record of records) {
       if (record.index > expected) batch.gaps.push({ at: expected, size: record.index - expected });
       expected = record.index + 1;
@@ -205,7 +234,14 @@ export class BlockingRedisSink implements SpoolSink {
       batch.bytes += record.bytes.length;
     }
     if (batch.end > expected) batch.gaps.push({ at: expected, size: batch.end - expected });
+    this.#build(batch);
     return batch;
+  }
+
+  #build(batch: Batch): void {
+    batch.request.clear();
+    for (let i = 0; i < batch.events.length; i++) batch.request.add(batch.events[i], i);
+    batch.stale = false;
   }
 
   /**
@@ -215,7 +251,7 @@ export class BlockingRedisSink implements SpoolSink {
   #write(batch: Batch): unknown {
     if (batch.events.length === 0) {
       this.#confirm(batch, 0);
-      this.#batch = undefined;
+      this.#batches.shift();
       return undefined;
     }
     try {
@@ -227,9 +263,8 @@ export class BlockingRedisSink implements SpoolSink {
         );
         this.#log.info("connected to {url}", { url: this.#url });
       }
-      const request = this.#request;
-      request.clear();
-      for (let i = 0; i < batch.events.length; i++) request.add(batch.events[i], i);
+      if (batch.stale) this.#build(batch);
+      const request = batch.request;
       this.#connection.write(request.bytes(), request.commands, this.#writeTimeoutMs);
       this.#sentAt = performance.now();
       return undefined;
@@ -248,7 +283,7 @@ export class BlockingRedisSink implements SpoolSink {
     try {
       const { failedAt, error } = this.#connection!.replies();
       if (failedAt >= 0) {
-        this.#confirm(batch, this.#request.owner(failedAt));
+        this.#confirm(batch, batch.request.owner(failedAt));
         return error;
       }
     } catch (error) {
@@ -256,7 +291,7 @@ export class BlockingRedisSink implements SpoolSink {
     }
     this.#writeLatency.observe((performance.now() - sentAt) / 1000);
     this.#confirm(batch, batch.events.length);
-    this.#batch = undefined;
+    this.#batches.shift();
     this.#recovered();
     return undefined;
   }
@@ -272,6 +307,7 @@ export class BlockingRedisSink implements SpoolSink {
     if (!whole && count > 0) {
       batch.events = batch.events.slice(count);
       batch.indices = batch.indices.slice(count);
+      batch.stale = true;
     }
     if (position !== this.#position) {
       this.#position = position;
