@@ -40,8 +40,8 @@ export interface Service {
 const SINKS = ["redis", "postgres"] as const;
 
 /**
- * How long each sink's feed gathers records that come one by one (see `sinks/feed.ts`):
- * Redis is read for the game's live view, so it waits least; PostgreSQL writes in batches
+ * How long each sink gathers records that come one by one (`sinks/redis/blocking.ts`,
+ * `sinks/feed.ts`): Redis is read for the game's live view, so it waits least; PostgreSQL writes in batches
  * (`BATCH_FLUSH_INTERVAL`) and loses nothing by waiting a little.
  */
 const LINGER_MS: Record<(typeof SINKS)[number], number> = { redis: 1, postgres: 20 };

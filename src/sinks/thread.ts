@@ -8,7 +8,7 @@
  * spool with the event loop's help (`feed.ts`: see `postgres/worker.ts`);
  * `serveSpoolSinkThread(create)` runs a {@link SpoolSink} that reads the spool itself, as the
  * Redis sink's blocking loop does (`redis/worker.ts`). The thread runs below the receive
- * thread's priority, like the main thread, and is named `tbg-{name}`.
+ * thread's priority ({@link SinkThreadOptions.nice}) and is named `tbg-{name}`.
  *
  * @module
  */
