@@ -52,6 +52,12 @@ export interface SpoolSinkPlace {
    * it between slices, as it cannot see the `close` message until it returns to its event loop.
    */
   readonly closing: () => boolean;
+  /**
+   * Posts the sink's stats to the main thread if they changed, at most every 50 ms. The thread
+   * also does so on a timer; a loop that returns to its event loop only for a message of its
+   * own (which lets no timer run) calls this instead, every turn.
+   */
+  readonly report: () => void;
 }
 
 /**
@@ -234,11 +240,14 @@ export function serveSpoolSinkThread<T>(
     s.dropped !== reported.dropped || s.retried !== reported.retried || s.up !== reported.up ||
     s.pending !== reported.pending || s.position !== reported.position ||
     s.lost !== reported.lost || s.behind !== reported.behind;
-  const timer = setInterval(() => {
+  let reportedAt = 0;
+  const reportChanged = () => {
     if (sink === undefined) return;
+    reportedAt = performance.now();
     const stats = sink.stats();
     if (changed(stats)) scope.postMessage({ type: "stats", stats: report(stats) });
-  }, STATS_INTERVAL_MS);
+  };
+  const timer = setInterval(reportChanged, STATS_INTERVAL_MS);
 
   const handle = async (message: ToWorker): Promise<void> => {
     switch (message.type) {
@@ -255,6 +264,9 @@ export function serveSpoolSinkThread<T>(
           memoryLimitBytes: message.memoryLimitBytes,
           lingerMs: message.lingerMs,
           closing: () => Atomics.load(closing, 0) !== 0,
+          report: () => {
+            if (performance.now() - reportedAt >= STATS_INTERVAL_MS) reportChanged();
+          },
         });
         return;
       }

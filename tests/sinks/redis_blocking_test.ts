@@ -159,6 +159,21 @@ Deno.test("the blocking Redis sink delivers the spool in order and acknowledges 
   });
 });
 
+Deno.test("the blocking Redis sink's stats reach the main thread while it idles, without a drain", async () => {
+  await withRedis(async (redis) => {
+    await withRedisThread({ url: redis.url, streamMaxLen: 1000 }, async (spool, sink) => {
+      spool.append([datagram(1), datagram(2), datagram(3)]);
+      // The loop yields to its event loop with a message to itself, which runs no timer: the
+      // stats must be posted all the same.
+      const stats = await waitFor(() => sink.stats().written === 3 && sink.stats(), {
+        what: "the stats saying three events were written",
+      });
+      assert.equal(stats.position, 3);
+      assert.ok(stats.up);
+    });
+  });
+});
+
 Deno.test("the blocking Redis sink keeps its position where Redis refused an event, and resends from there", async () => {
   await withRedis(async (redis) => {
     // A key of the wrong type: every XADD to it is refused with WRONGTYPE.

@@ -150,13 +150,17 @@ export class BlockingRedisSink implements SpoolSink {
     while (!this.#stopping()) {
       const pause = this.#work(performance.now() + SLICE_MS);
       this.#settleDrains();
+      this.#place.report();
       if (pause > 0) await sleep(pause, this.#closed.signal);
       else await this.#yield();
     }
     this.#settleDrains();
   }
 
-  /** One task boundary, without a timer's clamping: one message to itself. */
+  /**
+   * One task boundary, without a timer's clamping: one message to itself. It lets the main
+   * thread's messages in, not the thread's timers (so the loop posts its stats itself).
+   */
   #yield(): Promise<void> {
     return new Promise((resolve) => {
       this.#channel.port1.onmessage = () => resolve();
