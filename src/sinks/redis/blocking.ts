@@ -18,8 +18,9 @@
  *   confirmed, and sent again after a back-off, before the next; while Redis is away the rest
  *   waits in the spool.
  * - The thread returns to its event loop at least every {@link SLICE_MS}, and for every
- *   back-off: the main thread's `drain`, `abort` and `close` are served there, and its stats
- *   are posted. A call blocked in I/O gives up within a slice once the main thread closes.
+ *   back-off: the main thread's `drain`, `abort` and `close` are served there. The loop posts
+ *   its stats itself (`report`), as that turn runs no timer. A call blocked in I/O gives up
+ *   within 50 ms once the main thread closes the thread.
  * - Delivery is at-least-once, as with the event-loop sink (`sink.ts`): a batch cut by a lost
  *   connection is sent again from its first unconfirmed event.
  *
