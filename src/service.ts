@@ -47,6 +47,15 @@ const SINKS = ["redis", "postgres"] as const;
 const LINGER_MS: Record<(typeof SINKS)[number], number> = { redis: 1, postgres: 20 };
 
 /**
+ * Each sink thread's nice value (see `source/receiver.ts`): Redis feeds the live view, so it
+ * runs above PostgreSQL and the main thread, and below the receive thread.
+ */
+const NICE: Record<(typeof SINKS)[number], () => number> = {
+  redis: liveNice,
+  postgres: backgroundNice,
+};
+
+/**
  * Starts one thread per sink, each reading the spool from its saved position.
  *
  * @param onFatal called if a sink's thread fails
@@ -82,7 +91,7 @@ export function startSinkThreads(
       },
       memoryLimitBytes: config.sinkMemoryBytes,
       lingerMs: LINGER_MS[name],
-      nice: name === "redis" ? liveNice() : backgroundNice(),
+      nice: NICE[name](),
       logLevel: config.logLevel,
       onFatal,
     })
