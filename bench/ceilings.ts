@@ -15,7 +15,8 @@
  *
  * @module
  */
-import type postgres from "postgres";
+import postgres from "postgres";
+import { psqlPath, type Service } from "../tests/support/services.ts";
 
 /** A rate the collector reached and the ceiling it is a share of. */
 export interface Ceiling {
@@ -129,4 +130,22 @@ export async function redisCeiling(
   const server = requestsPerSecond(new TextDecoder().decode(out.stdout));
   if (!out.success || server === undefined || !Number.isFinite(server)) return undefined;
   return { collector: events / seconds, server, events };
+}
+
+/** Restarts the fresh server with track_commit_timestamp on, for exact commit times. */
+export async function enableCommitTimestamps(pg: Service): Promise<void> {
+  const bin = psqlPath().replace(/\/psql$/, "");
+  const sql = postgres(pg.url, { max: 1, onnotice: () => {} });
+  try {
+    await sql`ALTER SYSTEM SET track_commit_timestamp = on`;
+  } finally {
+    await sql.end();
+  }
+  const args = ["-D", `${pg.dir}/data`, "-m", "fast", "-w", "stop"];
+  const [cmd, argv] = Deno.uid() === 0
+    ? ["runuser", ["-u", "postgres", "--", `${bin}/pg_ctl`, ...args]]
+    : [`${bin}/pg_ctl`, args];
+  const out = await new Deno.Command(cmd, { args: argv, stdout: "null", stderr: "piped" }).output();
+  if (!out.success) throw new Error(`pg_ctl stop failed: ${new TextDecoder().decode(out.stderr)}`);
+  await pg.start();
 }

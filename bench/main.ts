@@ -35,7 +35,7 @@ import {
   startRedis,
 } from "../tests/support/services.ts";
 import { loadSchema } from "../tests/support/services.ts";
-import { type Ceiling, postgresCeiling, redisCeiling } from "./ceilings.ts";
+import { type Ceiling, enableCommitTimestamps, postgresCeiling, redisCeiling } from "./ceilings.ts";
 
 const root = new URL("../", import.meta.url).pathname;
 const QLEN_PATH = "/proc/sys/net/unix/max_dgram_qlen";
@@ -673,21 +673,6 @@ async function redisLatency(
     },
     regressions,
   };
-}
-
-/** Restarts the fresh server with track_commit_timestamp on, for exact commit times. */
-async function enableCommitTimestamps(pg: Service): Promise<void> {
-  const bin = psqlPath().replace(/\/psql$/, "");
-  const sql = postgres(pg.url, { max: 1, onnotice: () => {} });
-  try {
-    await sql`ALTER SYSTEM SET track_commit_timestamp = on`;
-  } finally {
-    await sql.end();
-  }
-  const args = ["-D", `${pg.dir}/data`, "-m", "fast", "-w", "stop"];
-  if (isRoot) await run("runuser", ["-u", "postgres", "--", `${bin}/pg_ctl`, ...args]);
-  else await run(`${bin}/pg_ctl`, args);
-  await pg.start();
 }
 
 async function pgCounts(sql: postgres.Sql) {

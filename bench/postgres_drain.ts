@@ -1,0 +1,262 @@
+/**
+ * The PostgreSQL sink draining a backlog (`deno task bench:drain`): a spool that already holds
+ * `--events` datagrams (the mix and cardinality of `bench/sender.c`: 1,000 users x 7 workers),
+ * the PostgreSQL sink on its thread as the collector runs it, from position 0 to the head. It
+ * prints, per round, the sink's rate, the server's own COPY of the same rows (the ceiling of
+ * `bench/ceilings.ts`) and the collector's share of it, the CPU per event of this process and
+ * of the machine, and the peak RSS while draining. Each round has a fresh server and spool.
+ *
+ *   deno task bench:drain [--events 600000] [--rounds 3] [--memory-mb 16]
+ *     [--max-write-events 20000] [--json FILE]
+ *
+ * `--memory-mb` is `SINK_MEMORY_BYTES` in MiB and `--max-write-events` the most events one
+ * transaction takes, both at the collector's defaults unless given.
+ *
+ * @module
+ */
+import postgres from "postgres";
+import { loadSchema, startPostgres } from "../tests/support/services.ts";
+import { writable } from "../tests/support/writable_spool.ts";
+import { Spool } from "../src/buffer/spool.ts";
+import { startSinkThread } from "../src/sinks/thread.ts";
+import { enableCommitTimestamps, postgresCeiling } from "./ceilings.ts";
+
+const USERS = 1_000;
+const WORKERS_PER_USER = 7;
+const FRAME_RECORDS = 256;
+const SPOOL_BYTES = 2 ** 32;
+const WORKER_KINDS = ["bitaxe", "nerdaxe", "s19", "s21", "avalon", "cpu"];
+const AGENTS = ["bitaxe/2.4.1", "cgminer/4.12.1", "bmminer/2.0.0", "NerdMiner/1.6"];
+const REJECTS = ["Stale", "Duplicate", "Above target"];
+
+interface Round {
+  events: number;
+  drainSeconds: number;
+  rate: number;
+  copyRate: number;
+  shareOfCopy: number;
+  processCpuUsPerEvent: number;
+  serverCpuUsPerEvent: number;
+  machineCpuUsPerEvent: number;
+  peakRssMb: number;
+  loadAvg: string;
+}
+
+function option(name: string, fallback: number): number {
+  const at = Deno.args.indexOf(`--${name}`);
+  return at < 0 ? fallback : Number(Deno.args[at + 1]);
+}
+
+/** A deterministic generator, so every round drains the same datagrams. */
+function random(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state * 1664525 + 1013904223) >>> 0;
+    return state / 2 ** 32;
+  };
+}
+
+/** `count` datagrams as the bench's sender writes them, `ts` spread over the last hour. */
+function* datagrams(count: number): Generator<string> {
+  const next = random(7);
+  const users = Array.from({ length: USERS }, (_, u) => `tb1q${u.toString(36).padStart(38, "q")}`);
+  const start = Date.now() / 1000 - 3600;
+  let height = 200_000;
+  for (let seq = 1; seq <= count; seq++) {
+    const u = Math.floor(next() * USERS);
+    const w = Math.floor(next() * WORKERS_PER_USER);
+    const worker = `${WORKER_KINDS[(u + w) % 6]}-${String(w + 1).padStart(2, "0")}`;
+    const ip = `10.${1 + Math.floor(u / 250)}.${u % 250}.${10 + w}`;
+    const client = u * WORKERS_PER_USER + w + 1;
+    const who = `"user":"${users[u]}","worker":"${worker}"`;
+    const ts = (start + (seq * 3600) / count).toFixed(6);
+    const r = next();
+    let event: string;
+    let data: string;
+    if (seq % 10_000 === 0) {
+      event = "new_block_network";
+      data = `{"height":${++height},"hash":"${height.toString(16).padStart(64, "0")}",` +
+        `"diff":0.0011265}`;
+    } else if (r < 0.92) {
+      const diff = 2 ** Math.floor(next() * 12);
+      const accepted = next() >= 0.02;
+      event = "share_submitted";
+      data = `{${who},"client_id":${client},"diff":${diff.toFixed(1)},` +
+        `"sdiff":${(diff * (0.5 + 20 * next())).toFixed(4)},"accepted":${accepted},` +
+        `"reject_reason":"${accepted ? "" : REJECTS[client % 3]}","ip":"${ip}"}`;
+    } else if (r < 0.96) {
+      const prev = 1000 * (1 + 100 * next());
+      event = "share_best_diff";
+      data = `{${who},"new_best":${(prev * (1 + 3 * next())).toFixed(4)},` +
+        `"prev_best":${prev.toFixed(4)},"timeframe":"week"}`;
+    } else if (r < 0.98) {
+      event = "miner_connected";
+      data = `{${who},"client_id":${client},"ip":"${ip}","useragent":"${AGENTS[client % 4]}",` +
+        `"initial_diff":${2 ** (client % 10)}}`;
+    } else {
+      event = "miner_disconnected";
+      data = `{${who},"client_id":${client},"ip":"${ip}",` +
+        `"session_duration":${(60 + 86400 * next()).toFixed(1)},"shares_session":${client % 50}}`;
+    }
+    yield `{"event":"${event}","ts":${ts},"source":"hosted","seq":${seq},` +
+      `"emitter":"00c0ffee00c0ffee","data":${data}}`;
+  }
+}
+
+/** CPU seconds of this process, or of the whole machine (busy time of all cores). */
+function processCpuSeconds(): number {
+  const fields = Deno.readTextFileSync("/proc/self/stat").split(") ")[1].split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+function machineBusySeconds(): number {
+  const [, ...ticks] = Deno.readTextFileSync("/proc/stat").split("\n")[0].trim().split(/\s+/);
+  const [user, nice, system, , , irq, softirq, steal] = ticks.map(Number);
+  return (user + nice + system + irq + softirq + steal) / 100;
+}
+/**
+ * CPU seconds of a PostgreSQL cluster: its postmaster (with the children that ended) and
+ * the children still running.
+ */
+function serverCpuSeconds(dataDir: string): number {
+  const postmaster = Deno.readTextFileSync(`${dataDir}/postmaster.pid`).split("\n")[0];
+  const stat = (pid: string) => {
+    try {
+      return Deno.readTextFileSync(`/proc/${pid}/stat`).split(") ")[1].split(" ");
+    } catch {
+      return undefined; // ended meanwhile
+    }
+  };
+  const own = stat(postmaster)!;
+  let ticks = [11, 12, 13, 14].reduce((sum, i) => sum + Number(own[i]), 0);
+  for (const entry of Deno.readDirSync("/proc")) {
+    const fields = /^\d+$/.test(entry.name) ? stat(entry.name) : undefined;
+    if (fields?.[1] === postmaster) ticks += Number(fields[11]) + Number(fields[12]);
+  }
+  return ticks / 100;
+}
+
+function peakRssMb(): number {
+  const line = Deno.readTextFileSync("/proc/self/status").match(/VmHWM:\s+(\d+)/);
+  return Number(line?.[1] ?? 0) / 1024;
+}
+
+/**
+ * Writes the spool in a child process, so that this process's peak RSS is the sink's and
+ * not the generator's.
+ */
+async function fill(dir: string, events: number): Promise<void> {
+  const args = ["run", "--allow-all", import.meta.filename!, "--fill", dir, String(events)];
+  const out = await new Deno.Command(Deno.execPath(), { args, stdout: "null" }).output();
+  if (!out.success) throw new Error(`filling the spool failed (exit ${out.code})`);
+}
+
+async function fillSpool(dir: string, events: number): Promise<void> {
+  const spool = writable(
+    Spool.open({ dir, maxBytes: SPOOL_BYTES, fsyncIntervalMs: 1000, readers: ["postgres"] }),
+  );
+  const encoder = new TextEncoder();
+  let frame: Uint8Array[] = [];
+  for (const text of datagrams(events)) {
+    frame.push(encoder.encode(text));
+    if (frame.length === FRAME_RECORDS) frame = (spool.append(frame), []);
+  }
+  if (frame.length > 0) spool.append(frame);
+  await spool.close();
+}
+
+async function round(events: number): Promise<Round> {
+  const pg = await startPostgres();
+  const dir = await Deno.makeTempDir({ prefix: "tbg-drain-" });
+  const sql = postgres(pg.url, { max: 1, onnotice: () => {} });
+  try {
+    await enableCommitTimestamps(pg);
+    await loadSchema(pg);
+    await fill(dir, events);
+    const spool = Spool.open({
+      dir,
+      maxBytes: SPOOL_BYTES,
+      fsyncIntervalMs: 1000,
+      readers: ["postgres"],
+    });
+    const cpu = processCpuSeconds();
+    const server = serverCpuSeconds(`${pg.dir}/data`);
+    const busy = machineBusySeconds();
+    const started = performance.now();
+    const thread = startSinkThread({
+      name: "postgres",
+      worker: new URL("../src/sinks/postgres/worker.ts", import.meta.url),
+      options: {
+        url: pg.url,
+        batchMaxSize: 500,
+        flushIntervalMs: 1000,
+        maxWriteEvents: options.maxWriteEvents,
+      },
+      spool: { dir, signals: spool.signals.buffer, readerIndex: 0, position: 0 },
+      memoryLimitBytes: options.memoryMb * 2 ** 20,
+      lingerMs: 20,
+      onFatal: (message) => console.error(`sink thread failed: ${message}`),
+    });
+    await thread.drain(spool.head);
+    const drainSeconds = (performance.now() - started) / 1000;
+    const used = {
+      process: processCpuSeconds() - cpu,
+      server: serverCpuSeconds(`${pg.dir}/data`) - server,
+      machine: machineBusySeconds() - busy,
+    };
+    const rss = peakRssMb();
+    const stats = thread.stats();
+    await thread.close();
+    await spool.close();
+    if (stats.written !== events) {
+      throw new Error(`the sink wrote ${stats.written} of ${events}: ${JSON.stringify(stats)}`);
+    }
+    const ceiling = await postgresCeiling(sql, pg.dir);
+    const copyRate = ceiling?.server ?? NaN;
+    const rate = events / drainSeconds;
+    return {
+      events,
+      drainSeconds,
+      rate,
+      copyRate,
+      shareOfCopy: rate / copyRate,
+      processCpuUsPerEvent: (used.process / events) * 1e6,
+      serverCpuUsPerEvent: (used.server / events) * 1e6,
+      machineCpuUsPerEvent: (used.machine / events) * 1e6,
+      peakRssMb: rss,
+      loadAvg: Deno.loadavg().map((n) => n.toFixed(2)).join(" "),
+    };
+  } finally {
+    await sql.end();
+    await pg.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+if (Deno.args[0] === "--fill") {
+  await fillSpool(Deno.args[1], Number(Deno.args[2]));
+  Deno.exit(0);
+}
+const options = {
+  events: option("events", 600_000),
+  rounds: option("rounds", 3),
+  memoryMb: option("memory-mb", 16),
+  maxWriteEvents: option("max-write-events", 20_000),
+};
+const results: Round[] = [];
+console.log(
+  "round | events/s | server COPY/s | share | us/event: this process, server, machine | peak RSS MB | load",
+);
+for (let i = 1; i <= options.rounds; i++) {
+  const r = await round(options.events);
+  results.push(r);
+  console.log(
+    `${i} | ${r.rate.toFixed(0)} | ${r.copyRate.toFixed(0)} | ${
+      (r.shareOfCopy * 100).toFixed(1)
+    }% | ` +
+      `${r.processCpuUsPerEvent.toFixed(1)}, ${r.serverCpuUsPerEvent.toFixed(1)}, ` +
+      `${r.machineCpuUsPerEvent.toFixed(1)} | ` +
+      `${r.peakRssMb.toFixed(0)} | ${r.loadAvg}`,
+  );
+}
+const at = Deno.args.indexOf("--json");
+if (at >= 0) Deno.writeTextFileSync(Deno.args[at + 1], JSON.stringify(results, null, 2));
