@@ -39,6 +39,8 @@ interface Round {
   serverCpuUsPerEvent: number;
   machineCpuUsPerEvent: number;
   peakRssMb: number;
+  /** Share of the updates of `workers` that were HOT (no index touched). */
+  workersHot: number;
   loadAvg: string;
 }
 
@@ -164,6 +166,21 @@ async function fillSpool(dir: string, events: number): Promise<void> {
   await spool.close();
 }
 
+/**
+ * The share of the updates of `workers` that were HOT, once the sink's server process has
+ * ended and reported them (within 10 s).
+ */
+async function workersHotShare(sql: postgres.Sql): Promise<number> {
+  const deadline = Date.now() + 10_000;
+  while (true) {
+    const [{ updated, hot }] = await sql<{ updated: number; hot: number }[]>`
+      SELECT n_tup_upd::float8 AS updated, n_tup_hot_upd::float8 AS hot
+      FROM pg_stat_user_tables WHERE relname = 'workers'`;
+    if (updated > 0 || Date.now() > deadline) return updated > 0 ? hot / updated : NaN;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
 async function round(events: number): Promise<Round> {
   const pg = await startPostgres();
   const dir = await Deno.makeTempDir({ prefix: "tbg-drain-" });
@@ -210,6 +227,7 @@ async function round(events: number): Promise<Round> {
     if (stats.written !== events) {
       throw new Error(`the sink wrote ${stats.written} of ${events}: ${JSON.stringify(stats)}`);
     }
+    const workersHot = await workersHotShare(sql);
     const ceiling = await postgresCeiling(sql, pg.dir);
     const copyRate = ceiling?.server ?? NaN;
     const rate = events / drainSeconds;
@@ -223,6 +241,7 @@ async function round(events: number): Promise<Round> {
       serverCpuUsPerEvent: (used.server / events) * 1e6,
       machineCpuUsPerEvent: (used.machine / events) * 1e6,
       peakRssMb: rss,
+      workersHot,
       loadAvg: Deno.loadavg().map((n) => n.toFixed(2)).join(" "),
     };
   } finally {
@@ -244,7 +263,7 @@ const options = {
 };
 const results: Round[] = [];
 console.log(
-  "round | events/s | server COPY/s | share | us/event: this process, server, machine | peak RSS MB | load",
+  "round | events/s | server COPY/s | share | us/event: this process, server, machine | peak RSS MB | workers HOT | load",
 );
 for (let i = 1; i <= options.rounds; i++) {
   const r = await round(options.events);
@@ -255,7 +274,7 @@ for (let i = 1; i <= options.rounds; i++) {
     }% | ` +
       `${r.processCpuUsPerEvent.toFixed(1)}, ${r.serverCpuUsPerEvent.toFixed(1)}, ` +
       `${r.machineCpuUsPerEvent.toFixed(1)} | ` +
-      `${r.peakRssMb.toFixed(0)} | ${r.loadAvg}`,
+      `${r.peakRssMb.toFixed(0)} | ${(r.workersHot * 100).toFixed(0)}% | ${r.loadAvg}`,
   );
 }
 const at = Deno.args.indexOf("--json");

