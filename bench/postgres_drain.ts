@@ -16,6 +16,7 @@
  */
 import postgres from "postgres";
 import { loadSchema, startPostgres } from "../tests/support/services.ts";
+import { tableUpdates } from "../tests/support/table_updates.ts";
 import { writable } from "../tests/support/writable_spool.ts";
 import { Spool } from "../src/buffer/spool.ts";
 import { startSinkThread } from "../src/sinks/thread.ts";
@@ -166,21 +167,6 @@ async function fillSpool(dir: string, events: number): Promise<void> {
   await spool.close();
 }
 
-/**
- * The share of the updates of `workers` that were HOT, once the sink's server process has
- * ended and reported them (within 10 s).
- */
-async function workersHotShare(sql: postgres.Sql): Promise<number> {
-  const deadline = Date.now() + 10_000;
-  while (true) {
-    const [{ updated, hot }] = await sql<{ updated: number; hot: number }[]>`
-      SELECT n_tup_upd::float8 AS updated, n_tup_hot_upd::float8 AS hot
-      FROM pg_stat_user_tables WHERE relname = 'workers'`;
-    if (updated > 0 || Date.now() > deadline) return updated > 0 ? hot / updated : NaN;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-}
-
 async function round(events: number): Promise<Round> {
   const pg = await startPostgres();
   const dir = await Deno.makeTempDir({ prefix: "tbg-drain-" });
@@ -227,7 +213,8 @@ async function round(events: number): Promise<Round> {
     if (stats.written !== events) {
       throw new Error(`the sink wrote ${stats.written} of ${events}: ${JSON.stringify(stats)}`);
     }
-    const workersHot = await workersHotShare(sql);
+    const workersHot = await tableUpdates(sql, ["workers"])
+      .then(([workers]) => workers.hot / workers.updated, () => NaN);
     const ceiling = await postgresCeiling(sql, pg.dir);
     const copyRate = ceiling?.server ?? NaN;
     const rate = events / drainSeconds;

@@ -5,6 +5,7 @@ import { createPostgresSink, type PostgresSinkOptions } from "../../src/sinks/po
 import type { Sink } from "../../src/sink.ts";
 import { freePort, psqlPath, type Service, startPostgres } from "../support/services.ts";
 import { unchecked } from "../support/unchecked_event.ts";
+import { tableUpdates } from "../support/table_updates.ts";
 import { waitFor } from "../support/wait.ts";
 
 const INIT_SQL = new URL("../../sql/init.sql", import.meta.url).pathname;
@@ -1262,14 +1263,7 @@ Deno.test("postgres sink: a batch's updates of users and workers stay on their p
     sink.push(round(T0 + 10)); // every user and worker once more
     await sink.flush(AbortSignal.timeout(20_000));
     await sink.close(); // its server process ends, and reports its counters as it does
-    const updates = async () =>
-      await sql<{ relname: string; updated: number; hot: number }[]>`
-        SELECT relname, n_tup_upd::int AS updated, n_tup_hot_upd::int AS hot
-        FROM pg_stat_user_tables WHERE relname IN ('users', 'workers') ORDER BY relname`;
-    await waitFor(async () => (await updates()).every((row) => row.updated > 0), {
-      what: "the sink's updates in the statistics",
-    });
-    const stats = await updates();
+    const stats = await tableUpdates(sql, ["users", "workers"]);
     console.log(`HOT updates: ${JSON.stringify(stats)}`);
     assert.deepEqual(stats.map((row) => [row.relname, row.updated]), [
       ["users", users],
