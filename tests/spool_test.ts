@@ -4,6 +4,8 @@ import { waitFor } from "./support/wait.ts";
 import { Spool, type SpoolOptions } from "../src/buffer/spool.ts";
 import { decodeFrame, encodeFrame } from "../src/buffer/frame.ts";
 import { segmentName } from "../src/buffer/writer.ts";
+import { SpoolReader } from "../src/buffer/reader.ts";
+import type { SpoolRecord } from "../src/buffer/spool.ts";
 import { writable } from "./support/writable_spool.ts";
 
 const text = new TextEncoder();
@@ -70,6 +72,38 @@ Deno.test("records are numbered in order and read back across segments", async (
     assert.deepEqual(contents(spool), expected(0, 35));
     assert.deepEqual(contents(spool, 12, 5), expected(12, 17));
     assert.deepEqual(contents(spool, 35), []);
+    await spool.close();
+  });
+});
+
+Deno.test("what a reader returned stays intact while it reads on, frames larger than one read included", async () => {
+  await withSpoolDir(async (dir) => {
+    // One segment of several MiB: each read(2) of the reader takes many frames, and a frame of
+    // 300 KiB is more than it asks for at once.
+    const spool = open(small(dir, { segmentBytes: 64 * 1024 * 1024, maxBytes: 256 * 1024 * 1024 }));
+    const body = (index: number) => {
+      const size = index % 50 === 7 ? 100_000 : 20 + (index * 37) % 900;
+      const bytes = new Uint8Array(size);
+      for (let i = 0; i < size; i++) bytes[i] = (index * 31 + i) & 0xff;
+      return bytes;
+    };
+    const reader = new SpoolReader(dir, 0, spool.signals);
+    const taken: SpoolRecord[] = [];
+    let next = 0;
+    for (let round = 0; round < 40; round++) {
+      // The files grow between reads, as they do under a reader that keeps up.
+      const frame = Array.from({ length: 1 + (round % 5) }, (_, i) => body(next + i));
+      next += frame.length;
+      spool.append(frame);
+      for (const record of reader.read(3 + (round % 4), 150_000)) taken.push(record);
+    }
+    while (reader.behind) for (const record of reader.read(1_000)) taken.push(record);
+    reader.close();
+    assert.equal(taken.length, next);
+    taken.forEach((record, i) => {
+      assert.equal(record.index, i);
+      assert.deepEqual(record.bytes, body(i), `record ${i} is what was written`);
+    });
     await spool.close();
   });
 });

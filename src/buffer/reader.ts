@@ -18,6 +18,9 @@ import { SEGMENT_FILE, segmentName } from "./writer.ts";
 
 const log = getLogger(["tbg", "spool"]);
 
+/** Bytes a reader asks of a segment file at once, so that one system call reads many frames. */
+const CHUNK_BYTES = 256 * 1024;
+
 /** First indices of the segment files in `dir`, oldest first. */
 function segmentFirsts(dir: string): number[] {
   const firsts: number[] = [];
@@ -40,6 +43,17 @@ export class SpoolReader {
   #skip = 0;
   /** Where the open file's own position is, so that reading on needs no seek. */
   #filePosition = 0;
+  /**
+   * The open file's bytes from {@link #chunkStart} on, as far as one read found them: many
+   * frames per system call. The files only grow, so what it holds stays true.
+   */
+  #chunk = new Uint8Array(CHUNK_BYTES);
+  #chunkStart = 0;
+  #chunkLength = 0;
+  /** Records taken in this read whose bytes are still views of the chunk. */
+  readonly #pending: SpoolRecord[] = [];
+  /** What this read returns, once copied out of the chunk. */
+  #out: SpoolRecord[] = [];
   readonly #damage = new RateLimitedLog(log);
 
   /** A cursor at record `position`. */
@@ -62,17 +76,19 @@ export class SpoolReader {
   /**
    * The records from {@link next} on that are written, at most `maxRecords` and about
    * `maxBytes`; an index jump among them (or before the first) marks records that are gone.
+   * Their bytes are views of one copy made for this call, so they stay valid after it.
    */
   read(maxRecords: number, maxBytes = 4 * 1024 * 1024): SpoolRecord[] {
-    const out: SpoolRecord[] = [];
+    this.#out = [];
     const head = this.#signals.head();
+    let taken = 0;
     let bytes = 0;
-    while (this.#next < head && out.length < maxRecords && bytes < maxBytes) {
+    while (this.#next < head && taken < maxRecords && bytes < maxBytes) {
       const tail = this.#signals.tail();
       if (this.#next < tail) this.#jump(tail);
       if (!this.#file && !this.#open()) break;
-      const header = this.#readAt(this.#offset, FRAME_HEADER_BYTES);
-      if (header.length === 0) {
+      const header = this.#bytesAt(this.#offset, FRAME_HEADER_BYTES);
+      if (header === undefined) {
         // The writer went on in a new segment, named by the index it starts at.
         this.#closeFile();
         if (!this.#open()) break;
@@ -85,27 +101,32 @@ export class SpoolReader {
         continue;
       }
       const count = frameCount(header);
-      const frame = new Uint8Array(length);
-      frame.set(header);
-      const payload = frame.subarray(FRAME_HEADER_BYTES);
-      const whole = this.#readInto(this.#offset + FRAME_HEADER_BYTES, payload) === payload.length;
-      const records = whole ? decodeFrame(frame) : undefined;
+      const frame = this.#bytesAt(this.#offset, length);
+      const records = frame === undefined ? undefined : decodeFrame(frame);
       if (!records || records.length !== count) {
         this.#damaged(`a frame of ${count} records is damaged and skipped`);
         this.#next += count - this.#skip;
         this.#frameDone(length);
         continue;
       }
-      const take = Math.min(count - this.#skip, maxRecords - out.length);
+      const take = Math.min(count - this.#skip, maxRecords - taken);
       for (let i = 0; i < take; i++) {
         const record = records[this.#skip + i];
-        out.push({ index: this.#next + i, bytes: record.bytes, truncated: record.truncated });
+        this.#pending.push({
+          index: this.#next + i,
+          bytes: record.bytes,
+          truncated: record.truncated,
+        });
         bytes += record.bytes.length;
       }
+      taken += take;
       this.#next += take;
       if (this.#skip + take < count) this.#skip += take;
       else this.#frameDone(length);
     }
+    this.#copyOut();
+    const out = this.#out;
+    this.#out = [];
     return out;
   }
 
@@ -143,9 +164,11 @@ export class SpoolReader {
     }
     this.#offset = 0;
     this.#filePosition = 0;
+    this.#chunkLength = 0;
     let index = first;
     while (true) {
-      const header = this.#readAt(this.#offset, FRAME_HEADER_BYTES);
+      const header = this.#bytesAt(this.#offset, FRAME_HEADER_BYTES);
+      if (header === undefined) break;
       const length = frameLength(header);
       if (length === 0) break;
       const count = frameCount(header);
@@ -168,18 +191,51 @@ export class SpoolReader {
     this.#damage.error("spool in {dir}: {what}", { dir: this.#dir, what });
   }
 
-  /** Up to `length` bytes from `offset`, fewer at the end of the file. */
-  #readAt(offset: number, length: number): Uint8Array {
-    const bytes = new Uint8Array(length);
-    return bytes.subarray(0, this.#readInto(offset, bytes));
+  /**
+   * The `length` bytes of the open file at `offset`, as a view of the chunk (read again from
+   * there if it does not hold them), or undefined when the file is shorter.
+   */
+  #bytesAt(offset: number, length: number): Uint8Array | undefined {
+    const start = offset - this.#chunkStart;
+    if (start < 0 || start + length > this.#chunkLength) {
+      // The chunk is about to change: records taken from it so far get a copy of their own.
+      this.#copyOut();
+      if (length > this.#chunk.length) this.#chunk = new Uint8Array(length);
+      this.#chunkStart = offset;
+      this.#chunkLength = this.#readInto(offset, this.#chunk, length);
+      if (this.#chunkLength < length) return undefined;
+      return this.#chunk.subarray(0, length);
+    }
+    return this.#chunk.subarray(start, start + length);
   }
 
-  /** Fills `target` from `offset` on, as far as the file goes; returns the bytes read. */
-  #readInto(offset: number, target: Uint8Array): number {
+  /** Copies the pending records out of the chunk, into one buffer for all of them. */
+  #copyOut(): void {
+    const pending = this.#pending;
+    if (pending.length === 0) return;
+    const from = pending[0].bytes.byteOffset;
+    const last = pending[pending.length - 1].bytes;
+    const copy = this.#chunk.slice(from, last.byteOffset + last.length);
+    for (const record of pending) {
+      const at = record.bytes.byteOffset - from;
+      this.#out.push({
+        index: record.index,
+        bytes: copy.subarray(at, at + record.bytes.length),
+        truncated: record.truncated,
+      });
+    }
+    pending.length = 0;
+  }
+
+  /**
+   * Reads into `target` from `offset` on until it holds at least `least` bytes, it is full,
+   * or the file ends; returns the bytes read.
+   */
+  #readInto(offset: number, target: Uint8Array, least: number): number {
     const file = this.#file!;
     if (this.#filePosition !== offset) file.seekSync(offset, Deno.SeekMode.Start);
     let read = 0;
-    while (read < target.length) {
+    while (read < least) {
       const n = file.readSync(target.subarray(read));
       if (n === null || n === 0) break;
       read += n;
@@ -189,9 +245,12 @@ export class SpoolReader {
   }
 
   #closeFile(): void {
+    this.#copyOut();
     this.#file?.close();
     this.#file = undefined;
     this.#offset = 0;
     this.#skip = 0;
+    this.#chunkStart = 0;
+    this.#chunkLength = 0;
   }
 }
