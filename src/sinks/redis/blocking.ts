@@ -59,9 +59,12 @@ interface Batch {
   stale: boolean;
 }
 
+/** A word nothing ever notifies, to block on: made once, as a shared buffer costs an allocation. */
+const NEVER_NOTIFIED = new Int32Array(new SharedArrayBuffer(4));
+
 /** Blocks the calling thread for `ms`. */
 function blockFor(ms: number): void {
-  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+  Atomics.wait(NEVER_NOTIFIED, 0, 0, ms);
 }
 
 /** The Redis sink's blocking loop (plain TCP); see the module's invariants. */
