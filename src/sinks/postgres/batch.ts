@@ -132,19 +132,14 @@ export const EVENT_COPY_COLUMNS = "ts, event_type, source, emitter, seq, payload
  * payloads are cleaned like {@link toJson}.
  */
 export function eventsCopy(rows: readonly EventRow[], from = 0, to = rows.length): string {
-  // Joining arrays is several times faster here than concatenating into one string.
+  // One template per row, joined once: several times faster than concatenating every row
+  // into one string, and no array of fields per row.
   const lines = new Array<string>(Math.max(0, to - from) + 1);
   for (let i = from; i < to; i++) {
     const r = rows[i];
-    lines[i - from] = [
-      copyTimestamp(r.t),
-      copyText(r.e),
-      copyText(r.s),
-      copyText(r.m),
-      copyNumber(r.q),
-      copyJson(r.p),
-      copyText(r.i),
-    ].join("\t");
+    lines[i - from] = `${copyTimestamp(r.t)}\t${copyText(r.e)}\t${copyText(r.s)}\t${
+      copyText(r.m)
+    }\t${copyNumber(r.q)}\t${copyJson(r.p)}\t${copyText(r.i)}`;
   }
   lines[lines.length - 1] = "";
   return lines.join("\n");
@@ -394,6 +389,44 @@ function newWorker(user: string, worker: string, source: string, ts: number): Wo
 
 const max = (a: number | null, b: number): number => a === null || b > a ? b : a;
 
+/** The row of an accumulated worker, without the times that decided its fields. */
+function workerRow(acc: WorkerAcc): WorkerRow {
+  return {
+    u: acc.u,
+    w: acc.w,
+    s: acc.s,
+    st: acc.st,
+    ca: acc.ca,
+    da: acc.da,
+    sa: acc.sa,
+    ls: acc.ls,
+    d: acc.d,
+    h1m: acc.h1m,
+    h5m: acc.h5m,
+    h1h: acc.h1h,
+    h1d: acc.h1d,
+    ht: acc.ht,
+    ip: acc.ip,
+    ua: acc.ua,
+    na: acc.na,
+    nr: acc.nr,
+  };
+}
+
+function setState(acc: WorkerAcc, ts: number, online: boolean): void {
+  if (ts >= acc.stateTs) {
+    acc.st = online;
+    acc.stateTs = ts;
+  }
+}
+
+function setDiff(acc: WorkerAcc, ts: number, diff: number): void {
+  if (ts >= acc.diffTs) {
+    acc.d = diff;
+    acc.diffTs = ts;
+  }
+}
+
 function applyWorkerEvent(acc: WorkerAcc, type: string, ts: number, data: Record<string, unknown>) {
   acc.ls = Math.max(acc.ls, ts);
   const ip = str(data.ip);
@@ -401,23 +434,11 @@ function applyWorkerEvent(acc: WorkerAcc, type: string, ts: number, data: Record
     acc.ip = ip;
     acc.ipTs = ts;
   }
-  const setState = (online: boolean) => {
-    if (ts >= acc.stateTs) {
-      acc.st = online;
-      acc.stateTs = ts;
-    }
-  };
-  const setDiff = (diff: number) => {
-    if (ts >= acc.diffTs) {
-      acc.d = diff;
-      acc.diffTs = ts;
-    }
-  };
   switch (type) {
     case "miner_connected": {
       acc.ca = max(acc.ca, ts);
-      setState(true);
-      setDiff(num(data.initial_diff));
+      setState(acc, ts, true);
+      setDiff(acc, ts, num(data.initial_diff));
       const useragent = str(data.useragent);
       if (useragent !== "" && ts >= acc.uaTs) {
         acc.ua = useragent;
@@ -427,16 +448,16 @@ function applyWorkerEvent(acc: WorkerAcc, type: string, ts: number, data: Record
     }
     case "miner_disconnected":
       acc.da = max(acc.da, ts);
-      setState(false);
+      setState(acc, ts, false);
       break;
     case "share_submitted":
       acc.sa = max(acc.sa, ts);
-      setState(true);
+      setState(acc, ts, true);
       if (data.accepted === true) acc.na++;
       else acc.nr++;
       break;
     case "diff_updated":
-      setDiff(num(data.new_diff));
+      setDiff(acc, ts, num(data.new_diff));
       break;
     case "hashrate_update":
       if (acc.ht === null || ts >= acc.ht) {
@@ -534,20 +555,18 @@ export class BatchBuilder {
 
   /** Every table's rows; the aggregated ones sorted by key. */
   rows(): BatchRows {
-    const workerRows: WorkerRow[] = [];
-    for (const acc of this.#workers.values()) {
-      const { stateTs: _s, diffTs: _d, ipTs: _i, uaTs: _u, sourceTs: _o, ...row } = acc;
-      workerRows.push(row);
-    }
-    // A stable key order keeps concurrent writers from deadlocking on these rows.
-    const byKey = (a: string, b: string) => a < b ? -1 : a > b ? 1 : 0;
+    // A stable key order keeps concurrent writers from deadlocking on these rows. Each map's
+    // keys are its rows' key columns joined by NUL, which cleaned text never holds, so their
+    // plain string order is the order of those columns.
+    const sorted = <T>(rows: Map<string, T>) =>
+      [...rows.keys()].sort().map((key) => rows.get(key)!);
     return {
       events: this.events,
       shares: this.shares,
-      users: [...this.#users.values()].sort((a, b) => byKey(a.u, b.u)),
-      workers: workerRows.sort((a, b) => byKey(a.u, b.u) || byKey(a.w, b.w)),
+      users: sorted(this.#users),
+      workers: sorted(this.#workers).map(workerRow),
       blocks: this.#blocks,
-      weekly: [...this.#weekly.values()].sort((a, b) => byKey(a.u, b.u) || byKey(a.wk, b.wk)),
+      weekly: sorted(this.#weekly),
     };
   }
 
