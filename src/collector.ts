@@ -1,14 +1,20 @@
 /**
  * The collector's centre: validates spooled datagrams and counts what it sees (accepted
  * events by type, rejects by reason, events the emitters numbered that never arrived). It
- * runs on a thread of its own (`collector_worker.ts`) reading the spool, and knows nothing of
- * any backend: each sink validates the same records again on its own thread as it reads them.
+ * knows nothing of any backend. It runs on the thread of a sink that decodes every record
+ * anyway, and counts that decode (`centre_tap.ts`), so no thread reads and decodes the spool
+ * only to count it.
  *
  * @module
  */
 import { getLogger } from "@logtape/logtape";
 import type { SpoolRecord } from "./buffer/spool.ts";
-import { decodeDatagram, REJECT_REASONS, type RejectReason } from "./datagram.ts";
+import {
+  decodeDatagram,
+  type DecodeResult,
+  REJECT_REASONS,
+  type RejectReason,
+} from "./datagram.ts";
 import type { MiningEvent } from "./events.ts";
 import { RateLimitedLog } from "./ops/log.ts";
 import { SeqTracker } from "./seq_tracker.ts";
@@ -78,14 +84,24 @@ export class Collector {
   }
 
   #decode(bytes: Uint8Array, truncated: boolean): MiningEvent | undefined {
+    return this.count(decodeDatagram(bytes, truncated), bytes.length);
+  }
+
+  /**
+   * Counts one datagram that was decoded elsewhere (on a sink's thread, which decodes every
+   * record anyway); returns its event, if it is one.
+   *
+   * @param result what {@link decodeDatagram} made of the datagram
+   * @param bytes the datagram's length, for the log line of a rejected one
+   */
+  count(result: DecodeResult, bytes: number): MiningEvent | undefined {
     this.#received++;
-    const result = decodeDatagram(bytes, truncated);
     if (!result.ok) {
       this.#invalid[result.reason]++;
       this.#invalidLog.warn("rejected a datagram ({reason}): {detail}", {
         reason: result.reason,
         detail: result.detail,
-        bytes: bytes.length,
+        bytes,
       });
       return undefined;
     }

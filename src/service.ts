@@ -1,12 +1,11 @@
 /**
- * Puts the collector together from its configuration: spool, sink threads and delivery,
- * centre, receive thread, periodic stats, and an orderly stop.
+ * Puts the collector together from its configuration: spool, sink threads (one of which
+ * hosts the centre) and delivery, receive thread, periodic stats, and an orderly stop.
  *
  * @module
  */
 import { getLogger } from "@logtape/logtape";
 import type { CollectorCounters } from "./collector.ts";
-import { startCollectorThread } from "./collector_thread.ts";
 import type { ReceiveCounts } from "./source/counters.ts";
 import { type Config, redactUrl } from "./ops/config.ts";
 import { Delivery } from "./delivery.ts";
@@ -24,7 +23,7 @@ const log = getLogger(["tbg", "collector"]);
 
 /** A running collector. */
 export interface Service {
-  /** Everything counted so far (what the centre's thread last reported). */
+  /** Everything counted so far (what the centre's host thread last reported). */
   counters(): CollectorCounters;
   readonly delivery: Delivery;
   readonly receiver: Receiver;
@@ -56,6 +55,13 @@ const NICE: Record<(typeof SINKS)[number], () => number> = {
 };
 
 /**
+ * The sink whose thread hosts the centre, counting the records that sink decodes anyway. Not
+ * Redis: its thread is the one the live view waits for, and while a sink lags the centre reads
+ * and decodes on its own; PostgreSQL's thread works in batches and can spare that.
+ */
+const CENTRE_HOST: (typeof SINKS)[number] = "postgres";
+
+/**
  * Starts one thread per sink, each reading the spool from its saved position.
  *
  * @param onFatal called if a sink's thread fails
@@ -65,6 +71,8 @@ export function startSinkThreads(
   spool: Spool,
   onFatal: (message: string) => void,
 ): SinkThread[] {
+  // The centre counts this run's records: those before the head now were counted before.
+  const centre = { from: spool.signals.head() };
   const deadlines = {
     connectTimeoutMs: config.sinkConnectTimeoutMs,
     writeTimeoutMs: config.sinkWriteTimeoutMs,
@@ -93,6 +101,7 @@ export function startSinkThreads(
       lingerMs: LINGER_MS[name],
       nice: NICE[name](),
       logLevel: config.logLevel,
+      centre: name === CENTRE_HOST ? centre : undefined,
       onFatal,
     })
   );
@@ -161,16 +170,7 @@ export function startService(config: Config, onFatal: (message: string) => void)
     onFatal(message);
   });
   const delivery = new Delivery(spool, sinks);
-  const centre = startCollectorThread({
-    dir: spool.dir,
-    signals: spool.signals.buffer,
-    from: spool.signals.head(),
-    logLevel: config.logLevel,
-    onFatal: (message) => {
-      log.fatal("{message}", { message });
-      onFatal(message);
-    },
-  });
+  const centre = sinks.find((sink) => sink.centre)!.centre!;
   let receiver: Receiver | undefined;
   const counters = () => withReceiveCounts(centre.counters(), receiver?.counts());
   let receiving = false;
@@ -186,7 +186,6 @@ export function startService(config: Config, onFatal: (message: string) => void)
       },
     });
   } catch (error) {
-    void centre.close();
     void delivery.close();
     throw error;
   }
@@ -207,7 +206,6 @@ export function startService(config: Config, onFatal: (message: string) => void)
     });
   } catch (error) {
     void metrics?.shutdown();
-    void centre.close();
     void delivery.close();
     throw error;
   }
@@ -249,7 +247,6 @@ export function startService(config: Config, onFatal: (message: string) => void)
       );
     }
     const undelivered = spool.signals.unwritten();
-    await centre.close();
     await delivery.close();
     await metrics?.shutdown();
     manager.close();

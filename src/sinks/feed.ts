@@ -22,6 +22,7 @@ import { followSpool } from "../buffer/follow.ts";
 import type { SpoolReader } from "../buffer/reader.ts";
 import type { SpoolRecord } from "../buffer/spool.ts";
 import type { SpoolSignals } from "../buffer/signals.ts";
+import type { CentreTap } from "../centre_tap.ts";
 
 /** How often the feed looks at its sink's progress when no record arrives. */
 const IDLE_MS = 20;
@@ -44,6 +45,8 @@ export interface SinkFeedOptions {
    * costs more than a record. It is added to the latency of the records it gathers.
    */
   readonly lingerMs: number;
+  /** The centre, when this thread hosts it: it counts every record this feed decodes. */
+  readonly tap?: CentreTap;
 }
 
 /** What a feed reports besides its sink's stats. */
@@ -65,6 +68,7 @@ export class SinkFeed {
   readonly #signals: SpoolSignals;
   readonly #readerIndex: number;
   readonly #memoryLimitBytes: number;
+  readonly #tap: CentreTap | undefined;
   /** Position when the feed started; the sink had settled nothing then. */
   readonly #start: number;
   /** Events pushed so far. */
@@ -87,6 +91,7 @@ export class SinkFeed {
     this.#signals = options.signals;
     this.#readerIndex = options.readerIndex;
     this.#memoryLimitBytes = options.memoryLimitBytes;
+    this.#tap = options.tap;
     this.#start = this.#reader.next;
     this.#position = this.#start;
     this.#signals.ack(this.#readerIndex, this.#position);
@@ -98,11 +103,11 @@ export class SinkFeed {
       idleMs: IDLE_MS,
       lingerMs: options.lingerMs,
       running: () => this.#running,
-      look: () => this.#settle(),
-      room: () => {
-        const room = this.#memoryLimitBytes - this.#heldBytes;
-        return room < this.#memoryLimitBytes / 2 ? 0 : room;
+      look: () => {
+        this.#settle();
+        this.#tap?.catchUp(this.#reader.next, this.#room() > 0);
       },
+      room: () => this.#room(),
       take: (records, from) => this.#feed(records, from),
     });
   }
@@ -142,6 +147,12 @@ export class SinkFeed {
     this.#reader.close();
   }
 
+  /** Bytes of records the feed may read now: none until half the limit is free again. */
+  #room(): number {
+    const room = this.#memoryLimitBytes - this.#heldBytes;
+    return room < this.#memoryLimitBytes / 2 ? 0 : room;
+  }
+
   /** Pushes the events among records read from `from` on. */
   #feed(records: readonly SpoolRecord[], from: number): void {
     const events: MiningEvent[] = [];
@@ -151,6 +162,7 @@ export class SinkFeed {
       if (record.index > expected) this.#pass(events.length, record.index - expected, true);
       expected = record.index + 1;
       const decoded = decodeDatagram(record.bytes, record.truncated);
+      this.#tap?.decoded(record, decoded);
       if (decoded.ok) {
         events.push(decoded.event);
         bytes += record.bytes.length;

@@ -10,6 +10,10 @@
  * Redis sink's blocking loop does (`redis/worker.ts`). The thread runs below the receive
  * thread's priority ({@link SinkThreadOptions.nice}) and is named `tbg-{name}`.
  *
+ * One fed sink's thread also hosts the centre ({@link SinkThreadOptions.centre}): the centre
+ * counts the records that sink decodes (`centre_tap.ts`), and the thread reports its counters
+ * with the sink's stats.
+ *
  * @module
  */
 import { setThreadName, setThreadNice } from "../../ffi/libc.ts";
@@ -22,6 +26,8 @@ import { type FeedStats, SinkFeed } from "./feed.ts";
 import { SpoolReader } from "../buffer/reader.ts";
 import { SpoolSignals } from "../buffer/signals.ts";
 import { WorkerPeer } from "../ops/worker_peer.ts";
+import { CentreTap } from "../centre_tap.ts";
+import { type CollectorCounters, noCounters } from "../collector.ts";
 
 /** Where in the spool a sink thread reads. */
 export interface SpoolPlace {
@@ -52,6 +58,8 @@ export interface SpoolSinkPlace {
    * it between slices, as it cannot see the `close` message until it returns to its event loop.
    */
   readonly closing: () => boolean;
+  /** The centre, when this thread hosts it: the sink gives it every record it decodes. */
+  readonly tap?: CentreTap;
   /**
    * Posts the sink's stats to the main thread if they changed, at most every 50 ms. The thread
    * also does so on a timer; a loop that returns to its event loop only for a message of its
@@ -92,15 +100,19 @@ type ToWorker =
     readonly nice: number;
     /** Int32 flag: 1 once the main thread closes the thread. */
     readonly closing: SharedArrayBuffer;
+    /** Hosts the centre, counting from this run's first record. */
+    readonly centre?: { readonly from: number };
   }
   | { readonly type: "drain"; readonly id: number; readonly until: number }
+  | { readonly type: "count"; readonly id: number; readonly until: number }
   | { readonly type: "abort"; readonly id: number }
   | { readonly type: "close" };
 
 /** Messages from a sink thread to the main thread. */
 type FromWorker =
-  | { readonly type: "stats"; readonly stats: ReportedStats }
+  | { readonly type: "stats"; readonly stats: ReportedStats; readonly counters?: CollectorCounters }
   | { readonly type: "drained"; readonly id: number; readonly stats: ReportedStats }
+  | { readonly type: "counted"; readonly id: number; readonly counters: CollectorCounters }
   | { readonly type: "closed" };
 
 /** How often a sink thread looks whether its counters changed. */
@@ -124,6 +136,11 @@ export interface SinkThreadOptions<T> {
   /** The worker logs at this level (default: its own logging stays unconfigured). */
   readonly logLevel?: LogLevel;
   /**
+   * Hosts the centre, counting from record `from` (this run's first). Only a fed sink's thread
+   * can: it decodes every record it reads in one place the centre can count.
+   */
+  readonly centre?: { readonly from: number };
+  /**
    * Called if the thread fails (an uncaught error): its events stay in the spool, and the
    * caller should stop and restart the collector.
    */
@@ -142,6 +159,16 @@ export interface SinkThread {
   drain(until: number, signal?: AbortSignal): Promise<void>;
   /** Stops the feed and the sink, and ends the thread. */
   close(): Promise<void>;
+  /** The centre, if this thread hosts it. */
+  readonly centre?: Centre;
+}
+
+/** The centre as the main thread sees it: what it last reported, and a wait. */
+export interface Centre {
+  /** The counters the thread last reported (every 50 ms at most while they change). */
+  counters(): CollectorCounters;
+  /** Resolves once every record before `until` is counted, or when `signal` aborts. */
+  drain(until: number, signal?: AbortSignal): Promise<void>;
 }
 
 /** Starts a thread running a sink fed from the spool. */
@@ -158,13 +185,19 @@ export function startSinkThread<T>(options: SinkThreadOptions<T>): SinkThread {
     behind: false,
     heldBytes: 0,
   };
+  let counters = noCounters();
   const closing = new Int32Array(new SharedArrayBuffer(4));
   const peer: WorkerPeer<ToWorker, FromWorker> = new WorkerPeer({
     module: options.worker,
     name: `${options.name} sink`,
     onMessage: (message) => {
       if (message.type === "closed") return peer.finish();
+      if (message.type === "counted") {
+        counters = message.counters;
+        return peer.answer(message.id);
+      }
       stats = message.stats;
+      if (message.type === "stats" && message.counters) counters = message.counters;
       if (message.type === "drained") peer.answer(message.id);
     },
     onFatal: options.onFatal,
@@ -179,6 +212,7 @@ export function startSinkThread<T>(options: SinkThreadOptions<T>): SinkThread {
     logLevel: options.logLevel,
     nice: options.nice ?? backgroundNice(),
     closing: closing.buffer as SharedArrayBuffer,
+    centre: options.centre,
   });
   return {
     name: options.name,
@@ -193,12 +227,16 @@ export function startSinkThread<T>(options: SinkThreadOptions<T>): SinkThread {
       Atomics.store(closing, 0, 1);
       return peer.close({ type: "close" });
     },
+    centre: options.centre && {
+      counters: () => counters,
+      drain: (until, signal) => peer.request((id) => ({ type: "count", id, until }), signal),
+    },
   };
 }
 
 /** A {@link Sink} fed from the spool by a {@link SinkFeed}, as a {@link SpoolSink}. */
 export function feedSink(sink: Sink, place: SpoolSinkPlace): SpoolSink {
-  const feed = new SinkFeed({ sink, ...place });
+  const feed = new SinkFeed({ sink, ...place, tap: place.tap });
   return {
     stats: () => ({ ...sink.stats(), ...feed.stats() }),
     drain: (until, signal) => feed.drain(until, signal),
@@ -211,21 +249,27 @@ export function feedSink(sink: Sink, place: SpoolSinkPlace): SpoolSink {
  * given, feeds it from the spool and serves the main thread's calls until `close`.
  */
 export function serveSinkThread<T>(createSink: (options: T) => Sink): void {
-  serveSpoolSinkThread((options: T, place) => feedSink(createSink(options), place));
+  serveSpoolSinkThread((options: T, place) => feedSink(createSink(options), place), true);
 }
 
 /**
  * The worker side for a {@link SpoolSink}: builds it from the options and the sink's place in
  * the spool, and serves the main thread's calls until `close`.
+ *
+ * @param hostsCentre whether the sink gives the centre what it decodes ({@link SpoolSinkPlace.tap});
+ *   a thread asked to host the centre whose sink does not fails at start
  */
 export function serveSpoolSinkThread<T>(
   createSink: (options: T, place: SpoolSinkPlace) => SpoolSink,
+  hostsCentre = false,
 ): void {
   const scope = self as unknown as {
     postMessage(message: FromWorker): void;
     onmessage: ((event: MessageEvent<ToWorker>) => void) | null;
   };
   let sink: SpoolSink | undefined;
+  let tap: CentreTap | undefined;
+  let reportedCount = -1;
   let ready: Promise<void> = Promise.resolve();
   const aborts = new Map<number, AbortController>();
   let reported: ReportedStats | undefined;
@@ -245,7 +289,10 @@ export function serveSpoolSinkThread<T>(
     if (sink === undefined) return;
     reportedAt = performance.now();
     const stats = sink.stats();
-    if (changed(stats)) scope.postMessage({ type: "stats", stats: report(stats) });
+    const counted = tap !== undefined && tap.next !== reportedCount;
+    if (!changed(stats) && !counted) return;
+    reportedCount = tap?.next ?? -1;
+    scope.postMessage({ type: "stats", stats: report(stats), counters: tap?.collector.counters() });
   };
   const timer = setInterval(reportChanged, STATS_INTERVAL_MS);
 
@@ -257,12 +304,17 @@ export function serveSpoolSinkThread<T>(
         if (message.logLevel) await configureLogging(message.logLevel);
         const signals = new SpoolSignals(message.spool.signals);
         const closing = new Int32Array(message.closing);
+        if (message.centre) {
+          if (!hostsCentre) throw new Error(`the ${message.name} sink cannot host the centre`);
+          tap = new CentreTap(message.spool.dir, message.centre.from, signals);
+        }
         sink = createSink(message.options as T, {
           reader: new SpoolReader(message.spool.dir, message.spool.position, signals),
           signals,
           readerIndex: message.spool.readerIndex,
           memoryLimitBytes: message.memoryLimitBytes,
           lingerMs: message.lingerMs,
+          tap,
           closing: () => Atomics.load(closing, 0) !== 0,
           report: () => {
             if (performance.now() - reportedAt >= STATS_INTERVAL_MS) reportChanged();
@@ -280,6 +332,10 @@ export function serveSpoolSinkThread<T>(
         });
         return;
       }
+      case "count":
+        tap!.countUntil(message.until);
+        scope.postMessage({ type: "counted", id: message.id, counters: tap!.collector.counters() });
+        return;
       case "abort":
         aborts.get(message.id)?.abort();
         return;
@@ -287,6 +343,7 @@ export function serveSpoolSinkThread<T>(
         clearInterval(timer);
         for (const controller of aborts.values()) controller.abort();
         await sink?.close();
+        tap?.close();
         scope.postMessage({ type: "closed" });
         return;
     }

@@ -7,8 +7,9 @@
  * it received, and with a socket that outlives the process (socket activation) nothing that
  * reached the socket. A crash between the write and the take-off leaves a frame that the next
  * start spools again; every sink stores by event id, so that costs nothing but the repeat.
- * Nothing is handed to another thread: the sinks and the centre read the spool. Datagrams
- * from senders whose uid is not allowed are counted here and never copied.
+ * Nothing is handed to another thread: the sinks read the spool (and the centre counts what
+ * the PostgreSQL thread decodes). Datagrams from senders whose uid is not allowed are counted
+ * here and never copied.
  *
  * Protocol: the main thread posts {@link ReceiverWorkerStart}; this thread answers with
  * {@link ReceiverWorkerMessage}s. Setting the shared stop flag makes it drain what is still
