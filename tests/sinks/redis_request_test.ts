@@ -45,3 +45,24 @@ Deno.test("the builder grows past its first buffer", () => {
     encodeCommands([...commandsFor(big, "10"), ...commandsFor(event(), "10")]),
   );
 });
+
+Deno.test("a text whose UTF-8 length has more digits than its UTF-16 length is framed by its bytes", () => {
+  // Lengths around the short-text cut and around a new digit, in both ways of copying: ASCII,
+  // two- and four-byte characters, a lone surrogate (sent as U+FFFD), ASCII ending in one.
+  const texts = [8, 33, 63, 64, 65, 99, 100, 999, 1000].flatMap((n) => [
+    "a".repeat(n),
+    "é".repeat(n),
+    "a".repeat(n - 1) + "é",
+    "😀".repeat(Math.ceil(n / 2)),
+    "a".repeat(n - 1) + "\ud800",
+  ]);
+  const events = texts.map((text, i) =>
+    event({ id: `t:${i}`, data: { note: text }, source: i % 2 ? "proxy" : "hosted" })
+  );
+  const builder = new RequestBuilder(100_000);
+  events.forEach((e, i) => builder.add(e, i));
+  assert.deepEqual(
+    builder.bytes(),
+    encodeCommands(events.flatMap((e) => commandsFor(e, "100000"))),
+  );
+});

@@ -44,6 +44,8 @@ export function commandsFor(event: MiningEvent, streamMaxLen: string): string[][
 }
 
 const encoder = new TextEncoder();
+/** Texts shorter than this are copied in JavaScript; longer ones by the encoder. */
+const SHORT_TEXT = 64;
 const FIELD_EVENT = bulkString("event");
 const FIELD_TS = bulkString("ts");
 const FIELD_SOURCE = bulkString("source");
@@ -136,32 +138,46 @@ export class RequestBuilder {
     this.#length += part.length;
   }
 
-  /** `$<bytes>\r\n<text>\r\n`; ASCII (all but a few payloads) is copied without an encoder. */
+  /**
+   * `$<bytes>\r\n<text>\r\n`. The header is written for the text's length in UTF-16 units,
+   * which is its length in bytes when it is ASCII (all but a few payloads); otherwise the
+   * encoded bytes are moved to follow the header of their real length.
+   */
   #bulk(text: string): void {
     // Room for the text at 3 bytes per UTF-16 unit, its length in digits and the CRLFs.
-    this.#reserve(text.length * 3 + 16);
+    this.#reserve(text.length * 3 + 32);
     const bytes = this.#bytes;
-    let ascii = true;
+    const guess = this.#header(this.#length, text.length);
+    const written = text.length < SHORT_TEXT
+      ? this.#copyAscii(text, guess)
+      : encoder.encodeInto(text, bytes.subarray(guess)).written;
+    let end = guess + written;
+    if (written !== text.length) {
+      // Not ASCII: the real header is as long or longer, so the bytes move right, if at all,
+      // before it is written over their start.
+      const at = guess + String(written).length - String(text.length).length;
+      if (at !== guess) bytes.copyWithin(at, guess, end);
+      this.#header(this.#length, written);
+      end = at + written;
+    }
+    bytes[end] = 13;
+    bytes[end + 1] = 10;
+    this.#length = end + 2;
+  }
+
+  /**
+   * Copies `text` to `at` if it is ASCII and returns its length; otherwise encodes it there
+   * and returns the bytes written. Short texts are copied in JavaScript, faster than a call
+   * into the encoder.
+   */
+  #copyAscii(text: string, at: number): number {
+    const bytes = this.#bytes;
     for (let i = 0; i < text.length; i++) {
-      if (text.charCodeAt(i) >= 0x80) {
-        ascii = false;
-        break;
-      }
+      const code = text.charCodeAt(i);
+      if (code >= 0x80) return encoder.encodeInto(text, bytes.subarray(at)).written;
+      bytes[at + i] = code;
     }
-    let at = this.#length;
-    if (ascii) {
-      at = this.#header(at, text.length);
-      for (let i = 0; i < text.length; i++) bytes[at + i] = text.charCodeAt(i);
-      at += text.length;
-    } else {
-      const encoded = encoder.encode(text);
-      at = this.#header(at, encoded.length);
-      bytes.set(encoded, at);
-      at += encoded.length;
-    }
-    bytes[at] = 13;
-    bytes[at + 1] = 10;
-    this.#length = at + 2;
+    return text.length;
   }
 
   /** Writes `$<length>\r\n` at `at`; returns where the text goes. */
