@@ -3,26 +3,14 @@ import { SpoolReader } from "../src/buffer/reader.ts";
 import { Spool } from "../src/buffer/spool.ts";
 import { CentreTap } from "../src/centre_tap.ts";
 import { decodeDatagram } from "../src/datagram.ts";
+import { encode, share } from "./support/spool_records.ts";
 import { writable } from "./support/writable_spool.ts";
-
-const encode = (value: unknown) =>
-  new TextEncoder().encode(typeof value === "string" ? value : JSON.stringify(value));
-
-const share = (seq: number) =>
-  encode({
-    event: "share_submitted",
-    ts: 1708617600 + seq,
-    source: "hosted",
-    seq,
-    emitter: "00aa",
-    data: { user: "tb1q", worker: "w", sdiff: seq, accepted: true },
-  });
 
 /** Every third datagram of `from`..`to` is not JSON; the others are shares numbered by index. */
 const datagrams = (from: number, to: number) =>
   Array.from(
     { length: to - from },
-    (_, i) => (from + i) % 3 === 2 ? encode("{oops") : share(from + i),
+    (_, i) => (from + i) % 3 === 2 ? encode("{oops") : encode(share(from + i)),
   );
 
 /** Reads on as a fed sink does, giving the tap every record it decodes. */

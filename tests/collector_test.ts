@@ -2,22 +2,10 @@ import assert from "node:assert/strict";
 import { Collector } from "../src/collector.ts";
 import { qlenWarning, readMaxDgramQlen } from "../src/source/kernel_limits.ts";
 import { renderLogValue } from "../src/ops/log.ts";
-import { recordsOf } from "./support/spool_records.ts";
+import { encode, recordsOf, share } from "./support/spool_records.ts";
 
 /** A datagram that arrived whole. */
 const whole = (bytes: Uint8Array) => ({ bytes, truncated: false });
-
-const encode = (value: unknown) =>
-  new TextEncoder().encode(typeof value === "string" ? value : JSON.stringify(value));
-
-const share = (seq: number) => ({
-  event: "share_submitted",
-  ts: 1708617600 + seq,
-  source: "hosted",
-  seq,
-  emitter: "00aa",
-  data: { user: "tb1q", worker: "w", sdiff: seq, accepted: true },
-});
 
 Deno.test("bad datagrams are counted by reason and the good ones around them come out in order", () => {
   const collector = new Collector();
