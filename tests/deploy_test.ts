@@ -202,3 +202,22 @@ Deno.test("a NOTIFY_SOCKET in the abstract namespace (@name) is reached too", ()
     libc.close(fd);
   }
 });
+
+Deno.test("the binary carries every worker module, and the compile task names no other", () => {
+  const root = new URL("../", import.meta.url).pathname;
+  const config = JSON.parse(Deno.readTextFileSync(`${root}deno.json`));
+  const included = [...(config.tasks.compile as string).matchAll(/--include (\S+)/g)]
+    .map((match) => match[1]).sort();
+  // A worker is started from its own module at run time: `deno compile` finds it only when
+  // it is named, and a binary without it fails only when it starts that thread.
+  const workers: string[] = [];
+  const walk = (dir: string) => {
+    for (const entry of Deno.readDirSync(`${root}${dir}`)) {
+      const path = `${dir}/${entry.name}`;
+      if (entry.isDirectory) walk(path);
+      else if (/(^|_)worker\.ts$/.test(entry.name)) workers.push(path);
+    }
+  };
+  walk("src");
+  assert.deepEqual(included, workers.sort());
+});
