@@ -236,7 +236,7 @@ export function startSinkThread<T>(options: SinkThreadOptions<T>): SinkThread {
 
 /** A {@link Sink} fed from the spool by a {@link SinkFeed}, as a {@link SpoolSink}. */
 export function feedSink(sink: Sink, place: SpoolSinkPlace): SpoolSink {
-  const feed = new SinkFeed({ sink, ...place, tap: place.tap });
+  const feed = new SinkFeed({ sink, ...place });
   return {
     stats: () => ({ ...sink.stats(), ...feed.stats() }),
     drain: (until, signal) => feed.drain(until, signal),
