@@ -785,6 +785,10 @@ async function runScenario(scenario: Scenario, sender: string, tmp: string): Pro
     sql = postgres(pgService.url, { max: 1, onnotice: () => {} });
 
     const emitter = randomHex(8);
+    // The servers this scenario just made (initdb, the schema) left dirty pages; written back
+    // during the send, they can hold the receive thread's spool write(2) while the kernel queue
+    // fills. The run measures the collector, not that writeback: flush it first.
+    await run("sync", []);
     const redisPids = findPids((c) =>
       c.includes("redis-server") && c.includes(`:${redisService.port}`)
     );
