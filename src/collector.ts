@@ -66,7 +66,10 @@ export class Collector {
   ingest(records: readonly SpoolRecord[]): MiningEvent[] {
     const events: MiningEvent[] = [];
     for (const record of records) {
-      const event = this.#decode(record.bytes, record.truncated);
+      const event = this.count(
+        decodeDatagram(record.bytes, record.truncated),
+        record.bytes.length,
+      );
       if (event) events.push(event);
     }
     return events;
@@ -81,10 +84,6 @@ export class Collector {
       lost: this.#seq.lost,
       emitterRestarts: this.#seq.restarts,
     };
-  }
-
-  #decode(bytes: Uint8Array, truncated: boolean): MiningEvent | undefined {
-    return this.count(decodeDatagram(bytes, truncated), bytes.length);
   }
 
   /**

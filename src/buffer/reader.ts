@@ -79,7 +79,6 @@ export class SpoolReader {
    * Their bytes are views of one copy made for this call, so they stay valid after it.
    */
   read(maxRecords: number, maxBytes = 4 * 1024 * 1024): SpoolRecord[] {
-    this.#out = [];
     const head = this.#signals.head();
     let taken = 0;
     let bytes = 0;
