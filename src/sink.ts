@@ -11,10 +11,13 @@ import type { MiningEvent } from "./events.ts";
 import type { Histogram, HistogramSnapshot } from "./ops/metrics.ts";
 
 /**
- * Counters a sink reports for the stats line. `written + dropped` also tells the delivery
- * layer how far the sink has got, so together they must count the pushed events from the
- * first, in push order: an event is counted only once every event pushed before it is.
+ * Called by a sink with a spool position once every event pushed with an `end` up to it is
+ * settled (written, or refused for its data): the position the sink acknowledges to the spool.
+ * Positions only grow.
  */
+export type Acknowledge = (position: number) => void;
+
+/** Counters a sink reports for the stats line and the metrics. */
 export interface SinkStats {
   /**
    * Events the backend has confirmed, including repeats of events it already held (a sink
@@ -48,8 +51,13 @@ export interface SinkStats {
 export interface Sink {
   /** Short name used in logs and stats, e.g. `redis`. */
   readonly name: string;
-  /** Takes events in arrival order; returns at once. */
-  push(events: readonly MiningEvent[]): void;
+  /**
+   * Takes events in spool order; returns at once. `end` is the spool position after the last
+   * record they were read from (records that are not events included), which the sink
+   * acknowledges once these events and every event pushed before them are settled; a push
+   * without events is acknowledged as soon as everything before it is.
+   */
+  push(events: readonly MiningEvent[], end: number): void;
   /**
    * Resolves once every event pushed before the call is confirmed by the backend, or when
    * `signal` aborts (then some may still be pending: see {@link SinkStats.pending}).

@@ -41,6 +41,7 @@ import { streamKey } from "../src/sinks/redis/request.ts";
 import { RespConnection } from "../src/sinks/redis/resp.ts";
 import { recordsOf } from "./support/spool_records.ts";
 import { loadSchema, startPostgres, startRedis } from "./support/services.ts";
+import { pushEvents } from "./support/sink_push.ts";
 
 const SEED = Number(Deno.env.get("FUZZ_SEED") ?? 20260222);
 const SCALE = Number(Deno.env.get("FUZZ_SCALE") ?? 1);
@@ -693,7 +694,7 @@ Deno.test("fuzz: PostgreSQL stores every accepted event as it is and refuses non
       flushIntervalMs: 20,
     };
     const sink = createPostgresSink(options);
-    for (const chunk of chunks(events, 250)) sink.push(chunk);
+    for (const chunk of chunks(events, 250)) pushEvents(sink, chunk);
     await sink.flush(AbortSignal.timeout(60_000));
     const stats = sink.stats();
     await sink.close();
@@ -752,7 +753,7 @@ Deno.test("fuzz: every accepted event's Redis entry gives its data back", async 
   try {
     const options = { url: service.url, streamMaxLen: 10_000_000 };
     const sink = createRedisSink(options);
-    for (const chunk of chunks(events, 250)) sink.push(chunk);
+    for (const chunk of chunks(events, 250)) pushEvents(sink, chunk);
     await sink.flush(AbortSignal.timeout(60_000));
     const stats = sink.stats();
     await sink.close();

@@ -1,7 +1,7 @@
 import * as assert from "node:assert/strict";
 import type { MiningEvent } from "../src/events.ts";
 import { Histogram } from "../src/ops/metrics.ts";
-import type { Sink, SinkStats } from "../src/sink.ts";
+import type { Acknowledge, Sink, SinkStats } from "../src/sink.ts";
 import { SinkFeed } from "../src/sinks/feed.ts";
 import { Spool } from "../src/buffer/spool.ts";
 import { SpoolReader } from "../src/buffer/reader.ts";
@@ -14,6 +14,10 @@ class GatedSink implements Sink {
   readonly delivered: MiningEvent[] = [];
   readonly writeLatency = new Histogram();
   #pending: MiningEvent[] = [];
+  /** Where the last push ended: acknowledged with the next write. */
+  #end = 0;
+  /** Set by the feed that makes it ({@link feedOf}). */
+  acknowledge: Acknowledge = () => {};
   #up: boolean;
   #waiters: (() => void)[] = [];
   /** Most events it ever held at once. */
@@ -29,8 +33,9 @@ class GatedSink implements Sink {
     if (up) this.#write();
   }
 
-  push(events: readonly MiningEvent[]): void {
+  push(events: readonly MiningEvent[], end: number): void {
     this.#pending.push(...events);
+    this.#end = end;
     this.peakPending = Math.max(this.peakPending, this.#pending.length);
     // Confirm on a later task, as a real backend would.
     setTimeout(() => this.#write(), 0);
@@ -64,6 +69,7 @@ class GatedSink implements Sink {
     if (!this.#up) return;
     this.delivered.push(...this.#pending);
     this.#pending = [];
+    this.acknowledge(this.#end);
     for (const resolve of this.#waiters.splice(0)) resolve();
   }
 }
@@ -128,9 +134,9 @@ const FRAME_RECORDS = 50;
  * A feed for `sink` from its saved position, as its thread would run it, holding about
  * `records` test datagrams in memory.
  */
-function feedOf(spool: Spool, sink: Sink, records: number): SinkFeed {
+function feedOf(spool: Spool, sink: GatedSink, records: number): SinkFeed {
   return new SinkFeed({
-    sink,
+    sink: (acknowledge) => Object.assign(sink, { acknowledge }),
     reader: new SpoolReader(spool.dir, spool.position(sink.name), spool.signals),
     signals: spool.signals,
     readerIndex: spool.readerIndex(sink.name),

@@ -10,6 +10,7 @@ import { TIMESCALEDB_HOWTO } from "../scripts/timescaledb.ts";
 import { type MiningEvent, parseEvent } from "../src/events.ts";
 import { createPostgresSink } from "../src/sinks/postgres/sink.ts";
 import { hasTimescaledb, psqlPath, type Service, startPostgres } from "./support/services.ts";
+import { pushEvents } from "./support/sink_push.ts";
 
 const INIT_SQL = new URL("../sql/init.sql", import.meta.url).pathname;
 const installed = hasTimescaledb();
@@ -210,7 +211,7 @@ Deno.test({
       const events = Array.from({ length: 50 }, (_, i) => share(i + 1, tenDaysAgo + i));
       const sink = createPostgresSink({ url: db.url, batchMaxSize: 500, flushIntervalMs: 20 });
       try {
-        sink.push(events);
+        pushEvents(sink, events);
         await sink.flush(AbortSignal.timeout(30_000));
         await runJob(sql, "policy_compression", "mining_events");
         await runJob(sql, "policy_compression", "shares");
@@ -218,8 +219,8 @@ Deno.test({
           assert.deepEqual((await chunks(sql, table)).map((c) => c.compressed), [true], table);
         }
 
-        sink.push(events.slice(20, 30)); // a replay after a crash, say
-        sink.push([share(51, tenDaysAgo + 51)]); // and one new event into the same chunk
+        pushEvents(sink, events.slice(20, 30)); // a replay after a crash, say
+        pushEvents(sink, [share(51, tenDaysAgo + 51)]); // and one new event into the same chunk
         await sink.flush(AbortSignal.timeout(30_000));
         const stats = sink.stats();
         assert.deepEqual(

@@ -1,15 +1,17 @@
 /**
  * Feeds one sink from the spool, on the sink's own thread: reads the records the receive
- * thread wrote, decodes them, pushes the valid ones and acknowledges, through the spool's
- * signals, the position its sink has confirmed. Nothing of it runs on the main thread.
+ * thread wrote, decodes them, pushes the valid ones with the position the read ended at, and
+ * passes on to the spool's signals each position the sink acknowledges. Nothing of it runs
+ * on the main thread.
  *
  * - The sink holds about `memoryLimitBytes` of datagrams at most (the events it took and has
- *   not settled, counted by the size of their records, give or take one frame); the feed
- *   reads on when it has room for half of that again, so a sink whose backend is away costs
- *   memory only up to the limit, and catches up from the files, in order, when it is back.
- * - The position moves with what the sink reports as settled (`written` + `dropped`, counted
- *   in push order), past every record that is not an event (invalid datagrams, or records a
- *   full spool deleted before this sink got them, which count as lost).
+ *   not acknowledged, counted by the size of their records, give or take one frame); the
+ *   feed reads on when it has room for half of that again, so a sink whose backend is away
+ *   costs memory only up to the limit, and catches up from the files, in order, when it is
+ *   back.
+ * - Every read is pushed, events or not, so the position the sink acknowledges passes the
+ *   records that are not events (invalid datagrams, or records a full spool deleted before
+ *   this sink got them, which count as lost) as soon as everything before them is settled.
  * - A record `decode` refuses was counted when it was received; here it is only passed.
  *
  * @module
@@ -17,21 +19,22 @@
 import { decodeDatagram } from "../datagram.ts";
 import { sleep } from "./backoff.ts";
 import type { MiningEvent } from "../events.ts";
-import type { Sink } from "../sink.ts";
+import type { Acknowledge, Sink } from "../sink.ts";
 import { followSpool } from "../buffer/follow.ts";
 import type { SpoolReader } from "../buffer/reader.ts";
 import type { SpoolRecord } from "../buffer/spool.ts";
 import type { SpoolSignals } from "../buffer/signals.ts";
 import type { CentreTap } from "../centre_tap.ts";
 
-/** How often the feed looks at its sink's progress when no record arrives. */
+/** Longest the feed waits on the spool's head before it looks around again. */
 const IDLE_MS = 20;
 /** How often a drain looks again while the feed has not read as far as it waits for. */
 const DRAIN_POLL_MS = 5;
 
 /** Options for {@link SinkFeed}. */
 export interface SinkFeedOptions {
-  readonly sink: Sink;
+  /** Makes the sink, which acknowledges through the function it is given. */
+  readonly sink: (acknowledge: Acknowledge) => Sink;
   /** Positioned at the sink's saved position. */
   readonly reader: SpoolReader;
   readonly signals: SpoolSignals;
@@ -69,14 +72,7 @@ export class SinkFeed {
   readonly #readerIndex: number;
   readonly #memoryLimitBytes: number;
   readonly #tap: CentreTap | undefined;
-  /** Position when the feed started; the sink had settled nothing then. */
-  readonly #start: number;
-  /** Events pushed so far. */
-  #handed = 0;
-  /** Records passed, each after so many events had been pushed. */
-  readonly #gaps: { after: number; size: number }[] = [];
-  #passedSettled = 0;
-  /** Bytes of the events handed and not settled, by push: settled once `end` events are. */
+  /** Bytes of the events pushed and not acknowledged, by push: released once `end` is. */
   readonly #held: { end: number; bytes: number }[] = [];
   #heldBytes = 0;
   #position: number;
@@ -86,30 +82,31 @@ export class SinkFeed {
   readonly #timer: ReturnType<typeof setInterval>;
 
   constructor(options: SinkFeedOptions) {
-    this.#sink = options.sink;
     this.#reader = options.reader;
     this.#signals = options.signals;
     this.#readerIndex = options.readerIndex;
     this.#memoryLimitBytes = options.memoryLimitBytes;
     this.#tap = options.tap;
-    this.#start = this.#reader.next;
-    this.#position = this.#start;
+    this.#position = this.#reader.next;
     this.#signals.ack(this.#readerIndex, this.#position);
-    // Also what keeps this thread's event loop alive while it waits on the signals.
-    this.#timer = setInterval(() => this.#settle(), IDLE_MS);
+    this.#sink = options.sink((position) => this.#acknowledged(position));
+    // Waits on the signals do not keep the thread's event loop alive; this does.
+    this.#timer = setInterval(() => {}, 1_000);
     this.#loop = followSpool({
       reader: this.#reader,
       signals: this.#signals,
       idleMs: IDLE_MS,
       lingerMs: options.lingerMs,
       running: () => this.#running,
-      look: () => {
-        this.#settle();
-        this.#tap?.catchUp(this.#reader.next, this.#room() > 0);
-      },
+      look: () => this.#tap?.catchUp(this.#reader.next, this.#room() > 0),
       room: () => this.#room(),
       take: (records, from) => this.#feed(records, from),
     });
+  }
+
+  /** The sink this feed made and feeds. */
+  get sink(): Sink {
+    return this.#sink;
   }
 
   stats(): FeedStats {
@@ -127,10 +124,8 @@ export class SinkFeed {
    */
   async drain(until: number, signal?: AbortSignal): Promise<void> {
     while (this.#running && !signal?.aborted) {
-      this.#settle();
       if (this.#position >= until) return;
       await this.#sink.flush(signal);
-      this.#settle();
       if (this.#position >= until || signal?.aborted) return;
       // The feed has not read that far yet: it reads as soon as the sink has room.
       await sleep(DRAIN_POLL_MS, signal);
@@ -142,7 +137,6 @@ export class SinkFeed {
     this.#running = false;
     clearInterval(this.#timer);
     await this.#loop;
-    this.#settle();
     await this.#sink.close();
     this.#reader.close();
   }
@@ -153,51 +147,35 @@ export class SinkFeed {
     return room < this.#memoryLimitBytes / 2 ? 0 : room;
   }
 
-  /** Pushes the events among records read from `from` on. */
+  /** Pushes the events among records read from `from` on, with where the read ended. */
   #feed(records: readonly SpoolRecord[], from: number): void {
     const events: MiningEvent[] = [];
     let expected = from;
     let bytes = 0;
     for (const record of records) {
-      if (record.index > expected) this.#pass(events.length, record.index - expected, true);
+      if (record.index > expected) this.#lost += record.index - expected;
       expected = record.index + 1;
       const decoded = decodeDatagram(record.bytes, record.truncated);
       this.#tap?.decoded(record, decoded);
       if (decoded.ok) {
         events.push(decoded.event);
         bytes += record.bytes.length;
-      } else this.#pass(events.length, 1, false);
+      }
     }
-    if (this.#reader.next > expected) {
-      this.#pass(events.length, this.#reader.next - expected, true);
-    }
-    if (events.length === 0) return;
-    this.#sink.push(events);
-    this.#handed += events.length;
-    this.#held.push({ end: this.#handed, bytes });
+    const end = this.#reader.next;
+    if (end > expected) this.#lost += end - expected;
+    // Held first: the sink may acknowledge within the push.
+    this.#held.push({ end, bytes });
     this.#heldBytes += bytes;
+    this.#sink.push(events, end);
   }
 
-  /** Records a run of `size` records that are not events, after `pushed` of this read's. */
-  #pass(pushed: number, size: number, lost: boolean): void {
-    this.#gaps.push({ after: this.#handed + pushed, size });
-    if (lost) this.#lost += size;
-  }
-
-  /** Moves the position to what the sink has settled, past the records passed before it. */
-  #settle(): void {
-    const stats = this.#sink.stats();
-    const settled = stats.written + stats.dropped;
-    while (this.#held.length > 0 && this.#held[0].end <= settled) {
+  /** The sink acknowledged `position`: passes it on and releases what it held before it. */
+  #acknowledged(position: number): void {
+    while (this.#held.length > 0 && this.#held[0].end <= position) {
       this.#heldBytes -= this.#held.shift()!.bytes;
     }
-    while (this.#gaps.length > 0 && this.#gaps[0].after <= settled) {
-      this.#passedSettled += this.#gaps.shift()!.size;
-    }
-    const position = this.#start + settled + this.#passedSettled;
-    if (position !== this.#position) {
-      this.#position = position;
-      this.#signals.ack(this.#readerIndex, position);
-    }
+    this.#position = position;
+    this.#signals.ack(this.#readerIndex, position);
   }
 }

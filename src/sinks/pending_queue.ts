@@ -1,19 +1,30 @@
 /**
- * A first-in first-out queue of events waiting for a backend, which also tells callers when
- * everything they handed over has left it. It takes everything pushed: bounding memory is
- * the delivery layer's job.
+ * A first-in first-out queue of events waiting for a backend, which acknowledges the spool
+ * position each push ends at once all its items (and all before them) have left the queue,
+ * and tells callers when everything they handed over has left it. It takes everything
+ * pushed: bounding memory is the delivery layer's job.
  *
  * @module
  */
+import type { Acknowledge } from "../sink.ts";
 
 /** FIFO of items waiting for a backend. */
 export class PendingQueue<T> {
+  readonly #acknowledge: Acknowledge;
   #items: T[] = [];
   #head = 0;
   /** Items ever taken in, and of those, items ever removed (delivered or discarded). */
   #taken = 0;
   #removed = 0;
+  /** Where each push ends, oldest first: acknowledged once `taken` items are removed. */
+  readonly #ends: { taken: number; position: number }[] = [];
+  #endsHead = 0;
   readonly #waiters = new Set<{ target: number; resolve: () => void }>();
+
+  /** @param acknowledge called with the end of the pushes whose items have all left */
+  constructor(acknowledge: Acknowledge) {
+    this.#acknowledge = acknowledge;
+  }
 
   get length(): number {
     return this.#items.length - this.#head;
@@ -29,10 +40,12 @@ export class PendingQueue<T> {
     return this.#waiters.size > 0;
   }
 
-  /** Appends `items`. */
-  push(items: readonly T[]): void {
+  /** Appends `items`, read from the spool up to position `end`. */
+  push(items: readonly T[], end: number): void {
     for (const item of items) this.#items.push(item);
     this.#taken += items.length;
+    this.#ends.push({ taken: this.#taken, position: end });
+    this.#acknowledgeRemoved();
   }
 
   /** `count` items from the `skip`th, without removing them. */
@@ -53,6 +66,7 @@ export class PendingQueue<T> {
       this.#items = this.#items.slice(this.#head);
       this.#head = 0;
     }
+    this.#acknowledgeRemoved();
     for (const waiter of this.#waiters) {
       if (this.#removed >= waiter.target) {
         this.#waiters.delete(waiter);
@@ -82,6 +96,23 @@ export class PendingQueue<T> {
       signal?.addEventListener("abort", abort, { once: true });
       this.#waiters.add(waiter);
     });
+  }
+
+  /** Acknowledges the end of the last push whose items have all been removed, if any is new. */
+  #acknowledgeRemoved(): void {
+    const ends = this.#ends;
+    let position: number | undefined;
+    while (this.#endsHead < ends.length && ends[this.#endsHead].taken <= this.#removed) {
+      position = ends[this.#endsHead++].position;
+    }
+    if (this.#endsHead === ends.length) {
+      ends.length = 0;
+      this.#endsHead = 0;
+    } else if (this.#endsHead > 1024 && this.#endsHead * 2 > ends.length) {
+      ends.splice(0, this.#endsHead);
+      this.#endsHead = 0;
+    }
+    if (position !== undefined) this.#acknowledge(position);
   }
 
   /** Resolves every waiting {@link drained} call, e.g. when the owner closes. */

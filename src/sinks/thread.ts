@@ -21,7 +21,7 @@ import type { LogLevel } from "../ops/config.ts";
 import { configureLogging } from "../ops/log.ts";
 import { Histogram, type HistogramSnapshot } from "../ops/metrics.ts";
 import { backgroundNice } from "../source/receiver.ts";
-import type { Sink, SinkStats } from "../sink.ts";
+import type { Acknowledge, Sink, SinkStats } from "../sink.ts";
 import { type FeedStats, SinkFeed } from "./feed.ts";
 import { SpoolReader } from "../buffer/reader.ts";
 import { SpoolSignals } from "../buffer/signals.ts";
@@ -234,11 +234,17 @@ export function startSinkThread<T>(options: SinkThreadOptions<T>): SinkThread {
   };
 }
 
-/** A {@link Sink} fed from the spool by a {@link SinkFeed}, as a {@link SpoolSink}. */
-export function feedSink(sink: Sink, place: SpoolSinkPlace): SpoolSink {
-  const feed = new SinkFeed({ sink, ...place });
+/**
+ * A {@link Sink} fed from the spool by a {@link SinkFeed}, as a {@link SpoolSink}; `create`
+ * makes the sink with the function it acknowledges through.
+ */
+export function feedSink(
+  create: (acknowledge: Acknowledge) => Sink,
+  place: SpoolSinkPlace,
+): SpoolSink {
+  const feed = new SinkFeed({ sink: create, ...place });
   return {
-    stats: () => ({ ...sink.stats(), ...feed.stats() }),
+    stats: () => ({ ...feed.sink.stats(), ...feed.stats() }),
     drain: (until, signal) => feed.drain(until, signal),
     close: () => feed.close(),
   };
@@ -248,8 +254,13 @@ export function feedSink(sink: Sink, place: SpoolSinkPlace): SpoolSink {
  * The worker side for a {@link Sink}: builds it from the options {@link startSinkThread} was
  * given, feeds it from the spool and serves the main thread's calls until `close`.
  */
-export function serveSinkThread<T>(createSink: (options: T) => Sink): void {
-  serveSpoolSinkThread((options: T, place) => feedSink(createSink(options), place), true);
+export function serveSinkThread<T>(
+  createSink: (options: T, acknowledge: Acknowledge) => Sink,
+): void {
+  serveSpoolSinkThread(
+    (options: T, place) => feedSink((acknowledge) => createSink(options, acknowledge), place),
+    true,
+  );
 }
 
 /**

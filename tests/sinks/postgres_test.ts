@@ -2,11 +2,12 @@ import assert from "node:assert/strict";
 import postgres from "postgres";
 import { MAX_TS, type MiningEvent, parseEvent } from "../../src/events.ts";
 import { createPostgresSink, type PostgresSinkOptions } from "../../src/sinks/postgres/sink.ts";
-import type { Sink } from "../../src/sink.ts";
+import type { Acknowledge, Sink } from "../../src/sink.ts";
 import { freePort, psqlPath, type Service, startPostgres } from "../support/services.ts";
 import { unchecked } from "../support/unchecked_event.ts";
 import { tableUpdates } from "../support/table_updates.ts";
 import { waitFor } from "../support/wait.ts";
+import { pushEvents } from "../support/sink_push.ts";
 
 const INIT_SQL = new URL("../../sql/init.sql", import.meta.url).pathname;
 
@@ -219,13 +220,17 @@ function shares(from: number, count: number, user = "tb1qstream"): MiningEvent[]
     }, { seq: from + i, emitter: "e0" }));
 }
 
-function sinkFor(url: string, options: Partial<PostgresSinkOptions> = {}): Sink {
+function sinkFor(
+  url: string,
+  options: Partial<PostgresSinkOptions> = {},
+  acknowledge?: Acknowledge,
+): Sink {
   return createPostgresSink({
     url,
     batchMaxSize: 500,
     flushIntervalMs: 50,
     ...options,
-  });
+  }, acknowledge);
 }
 
 const T0 = Date.UTC(2024, 1, 22, 16) / 1000; // Thursday 2024-02-22 16:00:00 UTC
@@ -337,7 +342,7 @@ Deno.test("postgres sink writes every table from a realistic mix of events", asy
       ev("share_submitted", SUNDAY, { user: ALICE, worker: "w1", sdiff: 5000, accepted: true }),
       ev("share_submitted", MONDAY, { user: ALICE, worker: "w1", sdiff: 7, accepted: true }),
     ];
-    sink.push(first);
+    pushEvents(sink, first);
     await sink.flush(AbortSignal.timeout(10_000));
     assert.deepEqual(counts(sink), { written: first.length, retried: 0, pending: 0, dropped: 0 });
 
@@ -577,7 +582,7 @@ Deno.test("postgres sink writes every table from a realistic mix of events", asy
     ]);
 
     // Second batch: merges with what is stored.
-    sink.push([
+    pushEvents(sink, [
       ev("miner_disconnected", MONDAY + 100, { user: ALICE, worker: "w1" }),
       ev("share_submitted", MONDAY + 50, { user: ALICE, worker: "w1", sdiff: 9, accepted: true }),
       fromBob("miner_connected", T0 + 200, { useragent: "bitaxe" }),
@@ -585,7 +590,7 @@ Deno.test("postgres sink writes every table from a realistic mix of events", asy
     ]);
     await sink.flush(AbortSignal.timeout(10_000));
     // Third batch: older than what is stored, so state and hashrates stay.
-    sink.push([
+    pushEvents(sink, [
       ev("share_submitted", MONDAY + 60, { user: ALICE, worker: "w1", sdiff: 1, accepted: true }),
       ev("hashrate_update", T0 + 1, { user: ALICE, worker: "w1", hashrate_1m: 5 }),
     ]);
@@ -623,8 +628,8 @@ Deno.test("postgres sink writes once batchMaxSize events wait, in one transactio
   const { service, sql } = await startDatabase();
   const sink = sinkFor(service.url, { batchMaxSize: 100, flushIntervalMs: 600_000 });
   try {
-    sink.push(shares(0, 99));
-    sink.push(shares(99, 1)); // the 100th event starts the write
+    pushEvents(sink, shares(0, 99));
+    pushEvents(sink, shares(99, 1)); // the 100th event starts the write
     await waitFor(async () => {
       const [{ n }] = await sql`SELECT count(*)::int AS n FROM mining_events`;
       return n === 100;
@@ -635,7 +640,7 @@ Deno.test("postgres sink writes once batchMaxSize events wait, in one transactio
     assert.equal(transactions, 1);
     assert.equal(sink.stats().written, 100);
 
-    sink.push(shares(100, 30)); // below the size, and the interval is ten minutes
+    pushEvents(sink, shares(100, 30)); // below the size, and the interval is ten minutes
     assert.equal(sink.stats().pending, 30);
     await sink.flush(AbortSignal.timeout(10_000)); // flush does not wait for the timer
     assert.deepEqual(counts(sink), { written: 130, retried: 0, pending: 0, dropped: 0 });
@@ -674,8 +679,8 @@ Deno.test("postgres sink encodes the next batch while the database works on the 
         return event.data;
       },
     }));
-    sink.push(shares(0, 100));
-    sink.push(second);
+    pushEvents(sink, shares(0, 100));
+    pushEvents(sink, second);
     await waitFor(async () => {
       const [{ n }] = await sql`
         SELECT count(*)::int AS n FROM pg_locks WHERE NOT granted AND relation = 'mining_events'::regclass`;
@@ -705,8 +710,8 @@ Deno.test("postgres sink writes flushIntervalMs after the first waiting event", 
   const sink = sinkFor(service.url, { batchMaxSize: 10_000, flushIntervalMs: 150 });
   try {
     const pushedAt = Date.now();
-    sink.push(shares(0, 5));
-    sink.push(shares(5, 5));
+    pushEvents(sink, shares(0, 5));
+    pushEvents(sink, shares(5, 5));
     await waitFor(async () => {
       const [{ n }] = await sql`SELECT count(*)::int AS n FROM mining_events`;
       return n === 10;
@@ -736,7 +741,7 @@ Deno.test("postgres sink survives a server crash: every event written exactly on
   const pushSome = async (count: number) => {
     const end = next + count;
     while (next < end) {
-      sink.push(shares(next, 20));
+      pushEvents(sink, shares(next, 20));
       next += 20;
       await new Promise((resolve) => setTimeout(resolve, 2)); // a steady stream, not a burst
     }
@@ -800,7 +805,7 @@ function pushSlowCommit(sink: Sink): { batch: MiningEvent[]; flushed: Promise<vo
     ...shares(0, 10),
     ev("future_thing", T0, { slow_commit: true }, { seq: 10, emitter: "e0" }),
   ];
-  sink.push(batch);
+  pushEvents(sink, batch);
   return { batch, flushed: sink.flush(AbortSignal.timeout(30_000)) };
 }
 
@@ -905,7 +910,7 @@ Deno.test("postgres sink drops only the event the database refuses", async () =>
       deep: tooDeep(),
     });
     const batch = [...shares(0, 20), poison, ...shares(21, 20)];
-    sink.push(batch);
+    pushEvents(sink, batch);
     await sink.flush(AbortSignal.timeout(30_000));
 
     assert.deepEqual(counts(sink), { written: 40, retried: 0, pending: 0, dropped: 1 });
@@ -915,9 +920,37 @@ Deno.test("postgres sink drops only the event the database refuses", async () =>
     assert.deepEqual({ ...events }, { n: 40, bad: 0 });
 
     // The sink carries on normally afterwards.
-    sink.push(shares(41, 5));
+    pushEvents(sink, shares(41, 5));
     await sink.flush(AbortSignal.timeout(10_000));
     assert.equal(sink.stats().written, 45);
+  } finally {
+    await sink.close();
+    await sql.end();
+    await stopPostgres(service);
+  }
+});
+
+Deno.test("postgres sink acknowledges each push's end once its events are committed or refused", async () => {
+  const { service, sql } = await startDatabase();
+  const acks: number[] = [];
+  const sink = sinkFor(service.url, { batchMaxSize: 10_000 }, (position) => acks.push(position));
+  try {
+    const poison = unchecked(ev("future_thing", T0, {}, { seq: 10, emitter: "e0" }), {
+      deep: tooDeep(),
+    });
+    sink.push(shares(0, 10), 10);
+    sink.push([], 12); // two records that were not events
+    sink.push([poison], 13);
+    sink.push(shares(11, 5), 18);
+    sink.push([{ ...ev("share_submitted", 1, { user: "u" }), ts: 1e12 }], 19); // ts refused
+    assert.deepEqual(acks, [], "nothing is acknowledged before its commit");
+    await sink.flush(AbortSignal.timeout(30_000));
+
+    assert.equal(acks.at(-1), 19, "past the refused event and the unstorable ts");
+    assert.ok(acks.every((position, i) => i === 0 || position > acks[i - 1]), `${acks}`);
+    const [{ n }] = await sql`SELECT count(*)::int AS n FROM mining_events`;
+    assert.equal(n, 15);
+    assert.deepEqual(counts(sink), { written: 15, retried: 0, pending: 0, dropped: 2 });
   } finally {
     await sink.close();
     await sql.end();
@@ -944,7 +977,7 @@ Deno.test("postgres sink: COPY stores exactly what to_timestamp and jsonb would"
         [tricky]: [tricky, { n: 1e300, m: -0.5, z: null }],
       }, { seq: i, emitter: "ab" })
     );
-    sink.push(events);
+    pushEvents(sink, events);
     await sink.flush(AbortSignal.timeout(30_000));
     assert.deepEqual(counts(sink), { written: times.length, retried: 0, pending: 0, dropped: 0 });
 
@@ -991,7 +1024,8 @@ Deno.test("postgres sink drops a refused event at the end of a COPY and carries 
     // Alone, last and first: the server's error comes after the end of the copy data.
     for (const batch of [[0], [1, 2, 3], [4, 5]]) {
       const last = batch.at(-1)!;
-      sink.push(
+      pushEvents(
+        sink,
         batch.map((seq) =>
           seq === last || seq === 4
             ? unchecked(ev("future_thing", T0, {}, { seq, emitter: "e0" }), { deep })
@@ -1001,7 +1035,7 @@ Deno.test("postgres sink drops a refused event at the end of a COPY and carries 
       await sink.flush(AbortSignal.timeout(30_000));
     }
     assert.deepEqual(counts(sink), { written: 2, retried: 0, pending: 0, dropped: 4 });
-    sink.push(shares(10, 3));
+    pushEvents(sink, shares(10, 3));
     await sink.flush(AbortSignal.timeout(10_000));
     assert.equal(sink.stats().written, 5);
     const [{ n, s }] = await sql`
@@ -1020,15 +1054,20 @@ Deno.test("postgres sink drops a refused event at the end of a COPY and carries 
 
 Deno.test("postgres sink keeps everything while the database is down, refusing only bad ts", async () => {
   // Nothing listens on this port: the database is down for the whole test.
-  const sink = sinkFor(`postgres://postgres@127.0.0.1:${freePort()}/tbg`, { batchMaxSize: 5 });
+  const acks: number[] = [];
+  const sink = sinkFor(
+    `postgres://postgres@127.0.0.1:${freePort()}/tbg`,
+    { batchMaxSize: 5 },
+    (position) => acks.push(position),
+  );
   try {
     // Past the old per-sink bound (1,000,000 events): bounding memory is the delivery layer's
     // job now. The same events are pushed again and again; the sink only holds references.
     const chunk = shares(0, 100_000);
-    for (let i = 0; i < 11; i++) sink.push(chunk);
+    for (let i = 0; i < 11; i++) pushEvents(sink, chunk);
     // An event whose ts PostgreSQL cannot store (the contract refuses it too, but a sink guards
     // its own backend) is refused, not queued.
-    sink.push([{ ...ev("share_submitted", 1, { user: "u" }), ts: 1e12 }]);
+    pushEvents(sink, [{ ...ev("share_submitted", 1, { user: "u" }), ts: 1e12 }]);
     assert.deepEqual({ ...counts(sink), retried: 0 }, {
       written: 0,
       retried: 0,
@@ -1037,6 +1076,7 @@ Deno.test("postgres sink keeps everything while the database is down, refusing o
     });
     await waitFor(() => sink.stats().retried >= 2, { what: "retries against a dead server" });
     assert.equal(sink.stats().pending, 1_100_000);
+    assert.deepEqual(acks, [], "nothing acknowledged that no database took");
   } finally {
     await sink.close();
   }
@@ -1045,7 +1085,7 @@ Deno.test("postgres sink keeps everything while the database is down, refusing o
 Deno.test("postgres sink flush returns when its signal aborts while the database is down", async () => {
   const sink = sinkFor(`postgres://postgres@127.0.0.1:${freePort()}/tbg`);
   try {
-    sink.push(shares(0, 3));
+    pushEvents(sink, shares(0, 3));
     const started = Date.now();
     await sink.flush(AbortSignal.timeout(300));
     assert.ok(Date.now() - started < 5_000);
@@ -1092,7 +1132,7 @@ Deno.test("postgres sink: the same batch pushed twice is stored once, counters t
   try {
     const batch = [...shares(1, 100), ...unnumbered()];
     assert.match(batch[100].id, /^sha256:[0-9a-f]{32}$/);
-    sink.push(batch);
+    pushEvents(sink, batch);
     await sink.flush(AbortSignal.timeout(10_000));
     const once = await tally(sql);
     assert.deepEqual(once, {
@@ -1108,7 +1148,7 @@ Deno.test("postgres sink: the same batch pushed twice is stored once, counters t
     const stored = await sql<{ event_id: string }[]>`SELECT event_id FROM mining_events`;
     assert.deepEqual(stored.map((r) => r.event_id).sort(), batch.map((e) => e.id).sort());
 
-    sink.push(batch);
+    pushEvents(sink, batch);
     await sink.flush(AbortSignal.timeout(10_000));
     assert.deepEqual(await tally(sql), once);
     // Repeats count as written: the database holds them, and nothing is pending or dropped.
@@ -1119,7 +1159,7 @@ Deno.test("postgres sink: the same batch pushed twice is stored once, counters t
     assert.equal(idle, 0);
 
     // And the sink carries on with new events as before.
-    sink.push(shares(101, 10));
+    pushEvents(sink, shares(101, 10));
     await sink.flush(AbortSignal.timeout(10_000));
     const after = await tally(sql);
     assert.equal(after.events, 114);
@@ -1135,9 +1175,9 @@ Deno.test("postgres sink: an overlapping replay (1..100, then 50..150) stores 15
   const { service, sql } = await startDatabase();
   const sink = sinkFor(service.url, { batchMaxSize: 30 }); // several batches each time
   try {
-    sink.push(shares(1, 100));
+    pushEvents(sink, shares(1, 100));
     await sink.flush(AbortSignal.timeout(10_000));
-    sink.push(shares(50, 101));
+    pushEvents(sink, shares(50, 101));
     await sink.flush(AbortSignal.timeout(10_000));
     assert.deepEqual(await tally(sql), {
       events: 150,
@@ -1173,7 +1213,7 @@ Deno.test("postgres sink: an id repeated inside one batch is written once", asyn
       ...shares(11, 20),
       ...extra.map((e) => ({ ...e, data: { ...e.data } })),
     ];
-    sink.push(batch);
+    pushEvents(sink, batch);
     await sink.flush(AbortSignal.timeout(10_000));
     assert.deepEqual(await tally(sql), {
       events: 34,
@@ -1200,11 +1240,11 @@ Deno.test("postgres sink: a share whose mining_events row is gone is still not c
   const { service, sql } = await startDatabase();
   const sink = sinkFor(service.url);
   try {
-    sink.push(shares(1, 10));
+    pushEvents(sink, shares(1, 10));
     await sink.flush(AbortSignal.timeout(10_000));
     // mining_events keeps rows for less time than shares (retention 30 d against 90 d).
     await sql`DELETE FROM mining_events`;
-    sink.push([...shares(1, 10), ...shares(11, 4)]);
+    pushEvents(sink, [...shares(1, 10), ...shares(11, 4)]);
     await sink.flush(AbortSignal.timeout(10_000));
     const after = await tally(sql);
     assert.deepEqual(
@@ -1222,13 +1262,13 @@ Deno.test("postgres sink: a replay with a refused event drops that event alone",
   const { service, sql } = await startDatabase();
   const sink = sinkFor(service.url);
   try {
-    sink.push(shares(0, 20));
+    pushEvents(sink, shares(0, 20));
     await sink.flush(AbortSignal.timeout(10_000));
     // Built past the contract, which refuses it too, since the sink guards its own backend.
     const poison = unchecked(ev("future_thing", T0, {}, { seq: 20, emitter: "e0" }), {
       deep: tooDeep(),
     });
-    sink.push([...shares(0, 20), poison, ...shares(21, 10)]);
+    pushEvents(sink, [...shares(0, 20), poison, ...shares(21, 10)]);
     await sink.flush(AbortSignal.timeout(30_000));
     assert.deepEqual(counts(sink), { written: 50, retried: 0, pending: 0, dropped: 1 });
     const after = await tally(sql);
@@ -1258,9 +1298,9 @@ Deno.test("postgres sink: a batch's updates of users and workers stay on their p
       }));
   const sink = sinkFor(service.url, { batchMaxSize: 100_000, flushIntervalMs: 600_000 });
   try {
-    sink.push(round(T0));
+    pushEvents(sink, round(T0));
     await sink.flush(AbortSignal.timeout(20_000));
-    sink.push(round(T0 + 10)); // every user and worker once more
+    pushEvents(sink, round(T0 + 10)); // every user and worker once more
     await sink.flush(AbortSignal.timeout(20_000));
     await sink.close(); // its server process ends, and reports its counters as it does
     const stats = await tableUpdates(sql, ["users", "workers"]);

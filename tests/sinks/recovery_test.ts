@@ -25,6 +25,7 @@ import { RespConnection } from "../../src/sinks/redis/resp.ts";
 import { loadSchema, type Service, startPostgres, startRedis } from "../support/services.ts";
 import { spooledSinkThread } from "../support/spooled_sink.ts";
 import { waitFor } from "../support/wait.ts";
+import { pushEvents } from "../support/sink_push.ts";
 
 const ROUNDS = Number(Deno.env.get("TBG_RECOVERY_ROUNDS") || 20);
 /** Events pushed every {@link TICK_MS}: 2,500 events/s. */
@@ -71,7 +72,7 @@ class SteadyLoad {
     this.#timer = setInterval(() => {
       const batch = Array.from({ length: PER_TICK }, (_, i) => share(this.pushed + i + 1));
       this.pushed += PER_TICK;
-      sink.push(batch);
+      pushEvents(sink, batch);
     }, TICK_MS);
   }
 

@@ -5,6 +5,7 @@ import { createRedisSink } from "../../src/sinks/redis/sink.ts";
 import { BLOCKS_CHANNEL } from "../../src/sinks/redis/request.ts";
 import { startRedis } from "../support/services.ts";
 import { waitFor } from "../support/wait.ts";
+import { pushEvents } from "../support/sink_push.ts";
 
 function share(i: number, user = "tb1quser"): MiningEvent {
   return {
@@ -57,7 +58,7 @@ Deno.test("events land in mining:{event} with the fields id event ts source data
         source: "proxy",
         data: { x: [1] },
       };
-      sink.push([share(1), share(2), unknown]);
+      pushEvents(sink, [share(1), share(2), unknown]);
       await sink.flush();
       const entries = await client.sendCommand(["XRANGE", "mining:share_submitted", "-", "+"]) as [
         string,
@@ -111,7 +112,7 @@ Deno.test("block_found is also published on blocks:found", () =>
         seq: 9,
         data: { user: "tb1qwinner", worker: "rig", height: 123, hash: "00ff" },
       };
-      sink.push([share(1), block]);
+      pushEvents(sink, [share(1), block]);
       await waitFor(() => messages.length === 1, { what: "block message" });
       const published = JSON.parse(messages[0]);
       assert.equal(published.event, "block_found");
@@ -129,7 +130,7 @@ Deno.test("streams are capped with MAXLEN ~", () =>
     const sink = createRedisSink({ url, streamMaxLen: 100 });
     const client = await reader(url);
     try {
-      sink.push(Array.from({ length: 5000 }, (_, i) => share(i)));
+      pushEvents(sink, Array.from({ length: 5000 }, (_, i) => share(i)));
       await sink.flush();
       const length = Number(await client.sendCommand(["XLEN", "mining:share_submitted"]));
       assert.ok(length >= 100 && length < 1000, `length ${length}`);
@@ -143,10 +144,10 @@ Deno.test("a Redis restart mid-stream loses nothing: every event arrives at leas
   withRedis(async (url, service) => {
     const sink = createRedisSink({ url, streamMaxLen: 1_000_000 });
     try {
-      sink.push(Array.from({ length: 500 }, (_, i) => share(i)));
+      pushEvents(sink, Array.from({ length: 500 }, (_, i) => share(i)));
       await sink.flush();
       await service.kill();
-      sink.push(Array.from({ length: 500 }, (_, i) => share(500 + i)));
+      pushEvents(sink, Array.from({ length: 500 }, (_, i) => share(500 + i)));
       await waitFor(() => sink.stats().retried > 0, { what: "a failed write" });
       assert.ok(sink.stats().pending > 0);
       assert.equal(sink.stats().up, false, "down while its writes fail");
@@ -184,7 +185,7 @@ Deno.test("with Redis away, the sink keeps everything pushed and drops nothing",
   try {
     // More than the old per-sink bound (1,000,000): the delivery layer bounds memory now.
     const chunk = Array.from({ length: 100_000 }, (_, i) => share(i));
-    for (let i = 0; i < 11; i++) sink.push(chunk);
+    for (let i = 0; i < 11; i++) pushEvents(sink, chunk);
     const stats = sink.stats();
     assert.equal(stats.pending, 1_100_000);
     assert.equal(stats.dropped, 0);

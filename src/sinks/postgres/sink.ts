@@ -35,7 +35,7 @@ import { RateLimitedLog } from "../../ops/log.ts";
 import type { MiningEvent } from "../../events.ts";
 import { PendingQueue } from "../pending_queue.ts";
 import { Histogram } from "../../ops/metrics.ts";
-import type { Sink, SinkStats } from "../../sink.ts";
+import type { Acknowledge, Sink, SinkStats } from "../../sink.ts";
 import { isStorableTs } from "./batch.ts";
 import { encodeBatch, type EncodedBatch } from "./encode.ts";
 import { errorText, failureKind, isDataError, UncertainCommit } from "./failure.ts";
@@ -57,9 +57,15 @@ export interface PostgresSinkOptions {
   readonly writeTimeoutMs?: number;
 }
 
-/** Creates the PostgreSQL sink. It connects on first write and reconnects by itself. */
-export function createPostgresSink(options: PostgresSinkOptions): Sink {
-  return new PostgresSink(options);
+/**
+ * Creates the PostgreSQL sink. It connects on first write and reconnects by itself, and
+ * acknowledges each push's end once its events are committed or refused.
+ */
+export function createPostgresSink(
+  options: PostgresSinkOptions,
+  acknowledge: Acknowledge = () => {},
+): Sink {
+  return new PostgresSink(options, acknowledge);
 }
 
 /** A batch encoded ahead: the `count` events from absolute queue position `start`. */
@@ -87,7 +93,7 @@ class PostgresSink implements Sink {
   readonly #failureLog = new RateLimitedLog(this.#log, 3);
   readonly #maxWrite: number;
   readonly #batchMaxSize: number;
-  readonly #queue = new PendingQueue<MiningEvent>();
+  readonly #queue: PendingQueue<MiningEvent>;
   readonly #backoff = new Backoff(25, 500);
   readonly #closing = new AbortController();
   readonly #counts = { written: 0, retried: 0, dropped: 0 };
@@ -110,20 +116,18 @@ class PostgresSink implements Sink {
   #uncertain: Uncertain | undefined;
   #prepared: Prepared | undefined;
 
-  constructor(options: PostgresSinkOptions) {
+  constructor(options: PostgresSinkOptions, acknowledge: Acknowledge) {
     this.#options = options;
+    this.#queue = new PendingQueue(acknowledge);
     this.#maxWrite = Math.max(1, options.maxWriteEvents ?? 20_000);
     this.#batchMaxSize = Math.max(1, options.batchMaxSize);
     this.#limit = this.#maxWrite;
   }
 
-  push(events: readonly MiningEvent[]): void {
+  push(events: readonly MiningEvent[], end: number): void {
     if (this.#closed) throw new Error("postgres sink is closed");
-    if (events.length === 0) return;
     let storable = events;
-    // Never true for an event that passed validation (its ts range is the same); only that
-    // makes counting these as dropped ahead of earlier events harmless to the push-order
-    // count the feed relies on (see SinkStats).
+    // Never true for an event that passed validation (its ts range is the same).
     if (!events.every((event) => isStorableTs(event.ts))) {
       storable = events.filter((event) => isStorableTs(event.ts));
       const bad = events.length - storable.length;
@@ -133,7 +137,7 @@ class PostgresSink implements Sink {
         ts: events.find((event) => !isStorableTs(event.ts))?.ts,
       });
     }
-    this.#queue.push(storable);
+    this.#queue.push(storable, end);
     if (storable.length > 0) this.#oldestWaitingAt ??= Date.now();
     this.#schedule();
   }
@@ -287,8 +291,8 @@ class PostgresSink implements Sink {
   }
 
   #succeeded(count: number): void {
-    this.#queue.remove(count);
     this.#counts.written += count;
+    this.#queue.remove(count);
     if (this.#failures > 0) {
       this.#log.info("write succeeded after {failures} failed attempts", {
         failures: this.#failures,
@@ -327,8 +331,8 @@ class PostgresSink implements Sink {
       });
       return;
     }
-    this.#queue.remove(1);
     this.#counts.dropped++;
+    this.#queue.remove(1);
     this.#suspects--;
     if (this.#suspects === 0) this.#limit = this.#maxWrite;
     this.#refusals.error("database refused an event, dropped it: {error}; event: {event}", {

@@ -19,7 +19,7 @@ import type { MiningEvent } from "../../events.ts";
 import { Backoff, sleep } from "../backoff.ts";
 import { PendingQueue } from "../pending_queue.ts";
 import { Histogram } from "../../ops/metrics.ts";
-import type { Sink, SinkStats } from "../../sink.ts";
+import type { Acknowledge, Sink, SinkStats } from "../../sink.ts";
 import { RequestBuilder } from "./request.ts";
 import { RespConnection } from "./resp.ts";
 
@@ -36,13 +36,19 @@ export interface RedisSinkOptions {
   readonly writeTimeoutMs?: number;
 }
 
-/** Creates the Redis sink; it connects when it has something to write and reconnects by itself. */
-export function createRedisSink(options: RedisSinkOptions): Sink {
+/**
+ * Creates the Redis sink; it connects when it has something to write and reconnects by
+ * itself, and acknowledges each push's end once Redis has confirmed its events.
+ */
+export function createRedisSink(
+  options: RedisSinkOptions,
+  acknowledge: Acknowledge = () => {},
+): Sink {
   const log = getLogger(["tbg", "redis"]);
   const maxBatch = options.maxBatch ?? 5000;
   const request = new RequestBuilder(options.streamMaxLen);
   const url = redactUrl(options.url);
-  const queue = new PendingQueue<MiningEvent>();
+  const queue = new PendingQueue<MiningEvent>(acknowledge);
   const connectTimeoutMs = options.connectTimeoutMs ?? 3_000;
   const writeTimeoutMs = options.writeTimeoutMs ?? 15_000;
   // Capped low: a refused connection costs nothing, and the sink must be writing again
@@ -91,8 +97,8 @@ export function createRedisSink(options: RedisSinkOptions): Sink {
           failure = error;
           done = (error as { confirmed?: number }).confirmed ?? 0;
         }
-        queue.remove(done);
         stats.written += done;
+        queue.remove(done);
         if (failure === undefined) {
           if (failing) {
             log.info("writing again; {pending} events waiting", { pending: queue.length });
@@ -124,8 +130,8 @@ export function createRedisSink(options: RedisSinkOptions): Sink {
 
   return {
     name: "redis",
-    push(events) {
-      queue.push(events);
+    push(events, end) {
+      queue.push(events, end);
       void writeLoop();
     },
     flush(signal) {

@@ -12,5 +12,5 @@ import { feedSink, serveSpoolSinkThread } from "../thread.ts";
 serveSpoolSinkThread((options: RedisSinkOptions, place) =>
   new URL(options.url).protocol === "redis:"
     ? new BlockingRedisSink(options, place)
-    : feedSink(createRedisSink(options), place)
+    : feedSink((acknowledge) => createRedisSink(options, acknowledge), place)
 );
