@@ -39,11 +39,13 @@ export interface Service {
 const SINKS = ["redis", "postgres"] as const;
 
 /**
- * How long each sink gathers records that come one by one (`sinks/redis/blocking.ts`,
- * `sinks/feed.ts`): Redis is read for the game's live view, so it waits least; PostgreSQL writes in batches
- * (`BATCH_FLUSH_INTERVAL`) and loses nothing by waiting a little.
+ * How long each sink's feed lets records gather after a read that left nothing behind
+ * (`sinks/feed.ts`), on top of the receive thread's own gathering: Redis is read for the
+ * game's live view, so it reads at once; PostgreSQL writes in batches (`BATCH_FLUSH_INTERVAL`)
+ * and loses nothing by waiting a little. The blocking Redis loop (`sinks/redis/blocking.ts`)
+ * never lingers.
  */
-const LINGER_MS: Record<(typeof SINKS)[number], number> = { redis: 1, postgres: 20 };
+const LINGER_MS: Record<(typeof SINKS)[number], number> = { redis: 0, postgres: 20 };
 
 /**
  * Each sink thread's nice value (see `source/receiver.ts`): Redis feeds the live view, so it

@@ -237,7 +237,9 @@ export function startReceiver(options: ReceiverOptions): Receiver {
     stop: () => {
       if (!closed) {
         if (!socket.inherited) unlinkSocket(socket.path);
-        Atomics.store(new Int32Array(stopFlag), 0, 1);
+        const flag = new Int32Array(stopFlag);
+        Atomics.store(flag, 0, 1);
+        Atomics.notify(flag, 0); // ends a gathering wait
       }
       return done;
     },

@@ -1,7 +1,9 @@
 /**
  * The receive thread: blocks in `recvmmsg` on the bound socket and appends what each call
  * returned to the spool as one frame, with one `write(2)`, before anything else; only then
- * are those datagrams taken off the socket's queue (they were peeked). Nothing the main
+ * are those datagrams taken off the socket's queue (they were peeked). After a call that
+ * emptied the queue it lets datagrams gather there for {@link GATHER_MS}, so that at ordinary
+ * rates a frame, and a wake-up of every reader of the spool, carries several. Nothing the main
  * thread or the sinks do can keep datagrams waiting in the kernel queue, and a datagram
  * leaves that queue only once it is in the page cache: a crash of the collector loses nothing
  * it received, and with a socket that outlives the process (socket activation) nothing that
@@ -51,6 +53,13 @@ export type ReceiverWorkerMessage =
 
 /** While frames wait to be written, the writer tries again at least this often. */
 const RETRY_MS = 100;
+/**
+ * After a receive that emptied the queue, how long datagrams gather in it before the next:
+ * at ordinary rates every datagram would otherwise be a wake-up of this thread and of every
+ * reader of the spool, each costing more than the datagram. A receive that fills every slot
+ * is followed by the next at once, so the queue never waits at high rates.
+ */
+const GATHER_MS = 2;
 
 /**
  * Copies what the last receive returned into one frame and spools it; with `allowed`, only
@@ -121,6 +130,7 @@ function run(start: ReceiverWorkerStart): void {
     while (Atomics.load(stopFlag, 0) === 0) {
       const count = receiver.receive(true);
       if (count > 0) spoolReceived(receiver, count, builder, writer, counters, allowed);
+      if (count > 0 && count < slots) Atomics.wait(stopFlag, 0, 0, GATHER_MS);
       if (writer.unwritten > 0 && performance.now() >= retryAt) {
         writer.retry();
         retryAt = performance.now() + RETRY_MS;

@@ -57,7 +57,7 @@ async function withRedisThread(
       position: spool.position("redis"),
     },
     memoryLimitBytes: 1024 * 1024,
-    lingerMs: 1,
+    lingerMs: 0,
     onFatal: (message) => {
       throw new Error(message);
     },

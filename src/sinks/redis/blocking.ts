@@ -1,11 +1,11 @@
 /**
  * The Redis sink as one blocking loop on its own thread, reading the spool itself: it waits
  * on the spool's head, reads a batch of records, decodes them, writes their commands
- * (`request.ts`) as one pipeline, lets the next records gather for `lingerMs` while Redis
- * answers, reads the replies and acknowledges the position Redis confirmed, all with blocking
- * calls (`blocking_connection.ts`). At a few events per wake-up the wake-ups are most of
- * what the sink costs, so it has one per pipeline: no trip through the event loop, and no
- * wait for replies that are not there yet.
+ * (`request.ts`) as one pipeline, reads the replies and acknowledges the position Redis
+ * confirmed, all with blocking calls (`blocking_connection.ts`). At a few events per wake-up
+ * the wake-ups are most of what the sink costs, so none goes through the event loop; records
+ * that come one by one are gathered before the spool has them (the receive thread waits a
+ * moment after a receive that emptied the socket's queue), not here.
  *
  * Design invariants:
  * - One pipeline is in flight at a time, and events reach Redis in spool order.
@@ -57,14 +57,6 @@ interface Batch {
   request: RequestBuilder;
   /** Whether {@link request} still holds events Redis has confirmed since. */
   stale: boolean;
-}
-
-/** A word nothing ever notifies, to block on: made once, as a shared buffer costs an allocation. */
-const NEVER_NOTIFIED = new Int32Array(new SharedArrayBuffer(4));
-
-/** Blocks the calling thread for `ms`. */
-function blockFor(ms: number): void {
-  Atomics.wait(NEVER_NOTIFIED, 0, 0, ms);
 }
 
 /** The Redis sink's blocking loop (plain TCP); see the module's invariants. */
@@ -198,15 +190,6 @@ export class BlockingRedisSink implements SpoolSink {
       const failure = this.#write(batches[0]);
       if (failure !== undefined) return this.#failed(failure);
       if (performance.now() >= until) return 0;
-      // Records that come one by one gather while Redis answers: the replies are then read
-      // without waiting for them, and the next pipeline goes out in the same wake-up. A
-      // wake-up costs more than a record.
-      if (
-        this.#place.lingerMs > 0 && this.#sentAt !== undefined && !reader.behind &&
-        this.#drains.length === 0
-      ) {
-        blockFor(this.#place.lingerMs);
-      }
     }
     return 0;
   }
