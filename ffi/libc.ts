@@ -178,7 +178,7 @@ export class SocketError extends Error {
 }
 
 /** strerror(3) text for an errno value. */
-export function describeErrno(errno: number): string {
+function describeErrno(errno: number): string {
   const pointer = loadLibc().strerror(errno);
   return pointer ? Deno.UnsafePointerView.getCString(pointer) : `errno ${errno}`;
 }

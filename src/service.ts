@@ -68,7 +68,7 @@ const CENTRE_HOST: (typeof SINKS)[number] = "postgres";
  *
  * @param onFatal called if a sink's thread fails
  */
-export function startSinkThreads(
+function startSinkThreads(
   config: Config,
   spool: Spool,
   onFatal: (message: string) => void,
@@ -127,7 +127,7 @@ function withReceiveCounts(
 }
 
 /** One line with every counter, for the periodic log. */
-export function statsLine(counters: CollectorCounters, delivery: Delivery): string {
+function statsLine(counters: CollectorCounters, delivery: Delivery): string {
   const invalid = Object.values(counters.invalid).reduce((sum, n) => sum + n, 0);
   const { spool, sinks } = delivery.stats();
   const parts = delivery.sinks.map((sink, i) => {

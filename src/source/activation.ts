@@ -8,7 +8,7 @@
  */
 
 /** First descriptor passed (`SD_LISTEN_FDS_START`). */
-export const LISTEN_FDS_START = 3;
+const LISTEN_FDS_START = 3;
 
 /** The name the collector's socket unit gives its socket (`FileDescriptorName=events`). */
 export const EVENTS_FD_NAME = "events";

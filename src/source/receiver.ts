@@ -80,7 +80,7 @@ export const MAX_DATAGRAM_BYTES = 16 * 1024;
  * anything the others do late is only late. Threads are created with their creator's nice
  * value, so the receive thread keeps the process's own.
  */
-export const NICE_STEPS_BELOW_RECEIVER = 5;
+const NICE_STEPS_BELOW_RECEIVER = 5;
 
 let processNice: number | undefined;
 
@@ -99,7 +99,7 @@ export function backgroundNice(): number {
  * the database servers' share, since the game's live view reads Redis within milliseconds,
  * and still below the receive thread, which must never wait for it.
  */
-export const LIVE_NICE_STEPS_BELOW_RECEIVER = 2;
+const LIVE_NICE_STEPS_BELOW_RECEIVER = 2;
 
 /** The nice value of the thread that feeds the live view (see {@link backgroundNice}). */
 export function liveNice(): number {

@@ -39,7 +39,7 @@ const DRIVER_PARAMETERS = new Set([
  * `url` without its session settings, and those settings as the startup `options`
  * (`-c name=value ...`): `postgres://.../db?synchronous_commit=on` sets that for the session.
  */
-export function sessionSettings(url: string): { url: string; options: string | undefined } {
+function sessionSettings(url: string): { url: string; options: string | undefined } {
   const parsed = new URL(url);
   const settings: string[] = [];
   for (const [name, value] of [...parsed.searchParams]) {
