@@ -18,7 +18,6 @@ export class PendingQueue<T> {
   #removed = 0;
   /** Where each push ends, oldest first: acknowledged once `taken` items are removed. */
   readonly #ends: { taken: number; position: number }[] = [];
-  #endsHead = 0;
   readonly #waiters = new Set<{ target: number; resolve: () => void }>();
 
   /** @param acknowledge called with the end of the pushes whose items have all left */
@@ -100,17 +99,9 @@ export class PendingQueue<T> {
 
   /** Acknowledges the end of the last push whose items have all been removed, if any is new. */
   #acknowledgeRemoved(): void {
-    const ends = this.#ends;
     let position: number | undefined;
-    while (this.#endsHead < ends.length && ends[this.#endsHead].taken <= this.#removed) {
-      position = ends[this.#endsHead++].position;
-    }
-    if (this.#endsHead === ends.length) {
-      ends.length = 0;
-      this.#endsHead = 0;
-    } else if (this.#endsHead > 1024 && this.#endsHead * 2 > ends.length) {
-      ends.splice(0, this.#endsHead);
-      this.#endsHead = 0;
+    while (this.#ends.length > 0 && this.#ends[0].taken <= this.#removed) {
+      position = this.#ends.shift()!.position;
     }
     if (position !== undefined) this.#acknowledge(position);
   }
