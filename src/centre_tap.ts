@@ -60,12 +60,15 @@ export class CentreTap {
   /**
    * Counts, with a read of its own, records the sink will not read now: unless the sink's
    * next read starts at the next record to count (`sinkNext`) and the sink is reading
-   * (`sinkReading`). Reads at most about 4 MiB per call.
+   * (`sinkReading`). Reads at most about 4 MiB per call; returns whether it left records to
+   * count that the spool still has.
    */
-  catchUp(sinkNext: number, sinkReading: boolean): void {
-    if (this.#next >= this.#signals.head()) return;
-    if (sinkReading && sinkNext === this.#next) return;
+  catchUp(sinkNext: number, sinkReading: boolean): boolean {
+    if (this.#next >= this.#signals.head()) return false;
+    if (sinkReading && sinkNext === this.#next) return false;
+    const before = this.#next;
     this.#read(this.#signals.head());
+    return this.#next > before && this.#next < this.#signals.head();
   }
 
   /** Counts every record before `until` (as far as the spool has them), reading them itself. */

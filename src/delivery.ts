@@ -11,8 +11,11 @@
 import type { SinkThread } from "./sinks/thread.ts";
 import type { Spool, SpoolStats } from "./buffer/spool.ts";
 
-/** How often acknowledged positions are taken into the spool. */
-const TICK_MS = 50;
+/**
+ * How often acknowledged positions are taken into the spool: as often as the spool saves
+ * positions and syncs by default, so a spool segment is deleted at most that late.
+ */
+const TICK_MS = 250;
 
 /** Per-sink delivery counters. */
 export interface SinkDeliveryStats {

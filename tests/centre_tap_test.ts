@@ -52,7 +52,7 @@ Deno.test("the centre counts every record of this run once, from the sink's deco
 
     // A sink replaying older records is not about to read the next one to count: the centre
     // reads it itself, and the sink's own decode of it later counts nothing.
-    tap.catchUp(sink.next, true);
+    assert.equal(tap.catchUp(sink.next, true), false, "nothing is left to count");
     assert.equal(tap.next, 60);
     assert.equal(sinkReads(sink, tap), 60);
     let counters = tap.collector.counters();
@@ -62,7 +62,7 @@ Deno.test("the centre counts every record of this run once, from the sink's deco
 
     // A sink that keeps up is left to read: the centre counts its decode.
     spool.append(datagrams(60, 90));
-    tap.catchUp(sink.next, true);
+    assert.equal(tap.catchUp(sink.next, true), false);
     assert.equal(tap.next, 60, "the centre waits for the sink's read");
     sinkReads(sink, tap);
     assert.equal(tap.next, 90);
@@ -95,6 +95,25 @@ Deno.test("the centre counts up to a record on request, whatever the sink does",
     tap.countUntil(1_000); // past the head: counts what there is
     assert.equal(tap.next, 50);
     assert.equal(tap.collector.counters().received, 50);
+    tap.close();
+  });
+});
+
+Deno.test("the centre says when one catch-up left records to count, and goes on from there", async () => {
+  await withSpool((spool) => {
+    const tap = new CentreTap(spool.dir, 0, spool.signals);
+    // Past the 4 MiB one catch-up reads.
+    const padding = "x".repeat(60_000);
+    for (let i = 0; i < 80; i++) {
+      const event = share(i);
+      spool.append([encode({ ...event, data: { ...event.data, padding } })]);
+    }
+    let turns = 0;
+    while (tap.catchUp(0, false)) turns++;
+    assert.ok(turns >= 1, "the first catch-up left records to count");
+    assert.equal(tap.next, 80);
+    assert.equal(tap.collector.counters().received, 80);
+    assert.equal(tap.catchUp(0, false), false);
     tap.close();
   });
 });

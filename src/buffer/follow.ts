@@ -20,8 +20,11 @@ export interface FollowOptions {
   readonly lingerMs: number;
   /** The loop ends once this is false. */
   running(): boolean;
-  /** Called first in every turn of the loop. */
-  look(): void;
+  /**
+   * Called first in every turn of the loop; true if it left work for the next turn, which
+   * then comes at once rather than when the head moves.
+   */
+  look(): boolean;
   /** About how many bytes of records may be read now (whole frames); 0 waits. */
   room(): number;
   /** Takes what one read returned; `from` is where the read started. */
@@ -40,11 +43,12 @@ export async function followSpool(options: FollowOptions): Promise<void> {
     });
   try {
     while (options.running()) {
-      options.look();
+      const more = options.look();
       const head = signals.head();
       const room = options.room();
       if (reader.next >= head || room === 0) {
-        await signals.waitForHead(head, options.idleMs);
+        if (more) await yieldTask();
+        else await signals.waitForHead(head, options.idleMs);
         continue;
       }
       const from = reader.next;

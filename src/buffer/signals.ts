@@ -5,7 +5,8 @@
  *
  * Every slot is a 64-bit record index with one writer. A reader that has read everything
  * waits on {@link SpoolSignals.waitForHead} (or blocks in {@link SpoolSignals.blockForHead}),
- * which the writer's {@link SpoolSignals.publishHead} wakes.
+ * which the writer's {@link SpoolSignals.publishHead} wakes; so does
+ * {@link SpoolSignals.wakeReaders}, for anything else a waiting reader must see.
  *
  * @module
  */
@@ -71,8 +72,17 @@ export class SpoolSignals {
   }
 
   /**
-   * Resolves once the head has moved past `seen`, or after `timeoutMs`. It does not keep the
-   * event loop alive by itself: the caller's thread must have something else that does.
+   * Wakes every reader waiting on the head, though it has not moved: for a reader that must
+   * look at something else (a message, a close, room freed), as readers wait on nothing else.
+   */
+  wakeReaders(): void {
+    Atomics.notify(this.#slots, HEAD);
+  }
+
+  /**
+   * Resolves once the head has moved past `seen` or {@link wakeReaders} is called, or after
+   * `timeoutMs`. It does not keep the event loop alive by itself: the caller's thread must
+   * have something else that does.
    */
   async waitForHead(seen: number, timeoutMs: number): Promise<void> {
     const wait = Atomics.waitAsync(this.#slots, HEAD, BigInt(seen), timeoutMs);
@@ -80,8 +90,9 @@ export class SpoolSignals {
   }
 
   /**
-   * Blocks the calling thread until the head has moved past `seen`, or for `timeoutMs`: for
-   * a thread that runs its own loop (not the main thread, which may not block).
+   * Blocks the calling thread until the head has moved past `seen` or {@link wakeReaders} is
+   * called, or for `timeoutMs`: for a thread that runs its own loop (not the main thread,
+   * which may not block).
    */
   blockForHead(seen: number, timeoutMs: number): void {
     Atomics.wait(this.#slots, HEAD, BigInt(seen), timeoutMs);

@@ -14,18 +14,22 @@ export interface WorkerPeerOptions<From> {
   /** Every message from the worker, answers included. */
   readonly onMessage: (message: From) => void;
   readonly onFatal: (message: string) => void;
+  /** Called after every message posted to the worker. */
+  readonly posted?: () => void;
 }
 
 /** A worker and its pending requests. */
 export class WorkerPeer<To, From> {
   readonly #worker: Worker;
   readonly #waiting = new Map<number, () => void>();
+  readonly #posted: (() => void) | undefined;
   #nextId = 0;
   #alive = true;
   #closed: (() => void) | undefined;
 
   constructor(options: WorkerPeerOptions<From>) {
     this.#worker = new Worker(options.module.href, { type: "module", name: options.name });
+    this.#posted = options.posted;
     this.#worker.onmessage = (event: MessageEvent<From>) => options.onMessage(event.data);
     this.#worker.onerror = (event) => {
       event.preventDefault();
@@ -40,7 +44,9 @@ export class WorkerPeer<To, From> {
 
   /** Posts `message` if the worker still runs. */
   post(message: To): void {
-    if (this.#alive) this.#worker.postMessage(message);
+    if (!this.#alive) return;
+    this.#worker.postMessage(message);
+    this.#posted?.();
   }
 
   /**

@@ -26,8 +26,12 @@ import type { SpoolRecord } from "../buffer/spool.ts";
 import type { SpoolSignals } from "../buffer/signals.ts";
 import type { CentreTap } from "../centre_tap.ts";
 
-/** Longest the feed waits on the spool's head before it looks around again. */
-const IDLE_MS = 20;
+/**
+ * Longest the feed waits on the spool's head before it looks around again. Whatever else it
+ * must see wakes it (`SpoolSignals.wakeReaders`): a message from the main thread, a close,
+ * room freed by an acknowledgement. So an idle thread sleeps.
+ */
+const IDLE_MS = 1_000;
 /** How often a drain looks again while the feed has not read as far as it waits for. */
 const DRAIN_POLL_MS = 5;
 
@@ -98,7 +102,7 @@ export class SinkFeed {
       idleMs: IDLE_MS,
       lingerMs: options.lingerMs,
       running: () => this.#running,
-      look: () => this.#tap?.catchUp(this.#reader.next, this.#room() > 0),
+      look: () => this.#tap?.catchUp(this.#reader.next, this.#room() > 0) ?? false,
       room: () => this.#room(),
       take: (records, from) => this.#feed(records, from),
     });
@@ -135,6 +139,7 @@ export class SinkFeed {
   /** Stops reading and closes the sink and the reader; the position is acknowledged last. */
   async close(): Promise<void> {
     this.#running = false;
+    this.#signals.wakeReaders();
     clearInterval(this.#timer);
     await this.#loop;
     await this.#sink.close();
@@ -172,10 +177,13 @@ export class SinkFeed {
 
   /** The sink acknowledged `position`: passes it on and releases what it held before it. */
   #acknowledged(position: number): void {
+    const full = this.#room() === 0;
     while (this.#held.length > 0 && this.#held[0].end <= position) {
       this.#heldBytes -= this.#held.shift()!.bytes;
     }
     this.#position = position;
     this.#signals.ack(this.#readerIndex, position);
+    // The loop waits on the head while the sink is full.
+    if (full && this.#room() > 0) this.#signals.wakeReaders();
   }
 }

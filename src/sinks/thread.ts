@@ -58,14 +58,23 @@ export interface SpoolSinkPlace {
    * it between slices, as it cannot see the `close` message until it returns to its event loop.
    */
   readonly closing: () => boolean;
+  /**
+   * True while the main thread has posted the thread a message it has not handled yet: a loop
+   * that keeps the thread from its event loop returns to it then. The main thread also
+   * wakes the spool's readers ({@link SpoolSignals.wakeReaders}) after every message, so a
+   * loop blocked on the head sees it at once.
+   */
+  readonly called: () => boolean;
   /** The centre, when this thread hosts it: the sink gives it every record it decodes. */
   readonly tap?: CentreTap;
   /**
-   * Posts the sink's stats to the main thread if they changed, at most every 50 ms. The thread
-   * also does so on a timer; a loop that returns to its event loop only for a message of its
-   * own (which lets no timer run) calls this instead, every turn.
+   * Posts the sink's stats to the main thread if they changed, at most every
+   * {@link STATS_INTERVAL_MS}. The thread also does so on a timer; a loop that keeps the thread
+   * from its event loop (where the timer runs) calls this instead, as often as it likes.
+   * Returns in how many milliseconds changed stats it held back may be posted (`Infinity`
+   * when none wait), so that a loop about to block can wake for them.
    */
-  readonly report: () => void;
+  readonly report: () => number;
 }
 
 /**
@@ -98,8 +107,8 @@ type ToWorker =
     readonly lingerMs: number;
     readonly logLevel?: LogLevel;
     readonly nice: number;
-    /** Int32 flag: 1 once the main thread closes the thread. */
-    readonly closing: SharedArrayBuffer;
+    /** Int32 slots: {@link CLOSING} and {@link POSTED}. */
+    readonly bell: SharedArrayBuffer;
     /** Hosts the centre, counting from this run's first record. */
     readonly centre?: { readonly from: number };
   }
@@ -115,8 +124,16 @@ type FromWorker =
   | { readonly type: "counted"; readonly id: number; readonly counters: CollectorCounters }
   | { readonly type: "closed" };
 
-/** How often a sink thread looks whether its counters changed. */
-const STATS_INTERVAL_MS = 50;
+/**
+ * How often a sink thread looks whether its counters changed: fresh enough for health and
+ * metrics, rare enough that an idle thread stays asleep.
+ */
+const STATS_INTERVAL_MS = 250;
+
+/** In the bell: 1 once the main thread closes the thread. */
+const CLOSING = 0;
+/** In the bell: how many messages the main thread has posted the thread. */
+const POSTED = 1;
 
 /** Options for {@link startSinkThread}. */
 export interface SinkThreadOptions<T> {
@@ -165,7 +182,7 @@ export interface SinkThread {
 
 /** The centre as the main thread sees it: what it last reported, and a wait. */
 export interface Centre {
-  /** The counters the thread last reported (every 50 ms at most while they change). */
+  /** The counters the thread last reported (every 250 ms at most while they change). */
   counters(): CollectorCounters;
   /** Resolves once every record before `until` is counted, or when `signal` aborts. */
   drain(until: number, signal?: AbortSignal): Promise<void>;
@@ -186,7 +203,8 @@ export function startSinkThread<T>(options: SinkThreadOptions<T>): SinkThread {
     heldBytes: 0,
   };
   let counters = noCounters();
-  const closing = new Int32Array(new SharedArrayBuffer(4));
+  const bell = new Int32Array(new SharedArrayBuffer(8));
+  const signals = new SpoolSignals(options.spool.signals);
   const peer: WorkerPeer<ToWorker, FromWorker> = new WorkerPeer({
     module: options.worker,
     name: `${options.name} sink`,
@@ -201,6 +219,10 @@ export function startSinkThread<T>(options: SinkThreadOptions<T>): SinkThread {
       if (message.type === "drained") peer.answer(message.id);
     },
     onFatal: options.onFatal,
+    posted: () => {
+      Atomics.add(bell, POSTED, 1);
+      signals.wakeReaders();
+    },
   });
   peer.post({
     type: "start",
@@ -211,7 +233,7 @@ export function startSinkThread<T>(options: SinkThreadOptions<T>): SinkThread {
     lingerMs: options.lingerMs,
     logLevel: options.logLevel,
     nice: options.nice ?? backgroundNice(),
-    closing: closing.buffer as SharedArrayBuffer,
+    bell: bell.buffer as SharedArrayBuffer,
     centre: options.centre,
   });
   return {
@@ -224,7 +246,7 @@ export function startSinkThread<T>(options: SinkThreadOptions<T>): SinkThread {
         (id) => peer.post({ type: "abort", id }),
       ),
     close: () => {
-      Atomics.store(closing, 0, 1);
+      Atomics.store(bell, CLOSING, 1);
       return peer.close({ type: "close" });
     },
     centre: options.centre && {
@@ -284,6 +306,8 @@ export function serveSpoolSinkThread<T>(
   let ready: Promise<void> = Promise.resolve();
   const aborts = new Map<number, AbortController>();
   let reported: ReportedStats | undefined;
+  /** Messages handled, to compare with what the main thread posted. */
+  let handled = 0;
 
   const report = (stats = sink!.stats()): ReportedStats => {
     const latency = stats.writeLatency;
@@ -295,13 +319,15 @@ export function serveSpoolSinkThread<T>(
     s.dropped !== reported.dropped || s.retried !== reported.retried || s.up !== reported.up ||
     s.pending !== reported.pending || s.position !== reported.position ||
     s.lost !== reported.lost || s.behind !== reported.behind;
+  /** Whether the stats or the centre's counts changed since they were last posted. */
+  const unreported = (stats: SinkThreadStats): boolean =>
+    changed(stats) || (tap !== undefined && tap.next !== reportedCount);
   let reportedAt = 0;
   const reportChanged = () => {
     if (sink === undefined) return;
     reportedAt = performance.now();
     const stats = sink.stats();
-    const counted = tap !== undefined && tap.next !== reportedCount;
-    if (!changed(stats) && !counted) return;
+    if (!unreported(stats)) return;
     reportedCount = tap?.next ?? -1;
     scope.postMessage({ type: "stats", stats: report(stats), counters: tap?.collector.counters() });
   };
@@ -314,7 +340,7 @@ export function serveSpoolSinkThread<T>(
         setThreadName(`tbg-${message.name}`);
         if (message.logLevel) await configureLogging(message.logLevel);
         const signals = new SpoolSignals(message.spool.signals);
-        const closing = new Int32Array(message.closing);
+        const bell = new Int32Array(message.bell);
         if (message.centre) {
           if (!hostsCentre) throw new Error(`the ${message.name} sink cannot host the centre`);
           tap = new CentreTap(message.spool.dir, message.centre.from, signals);
@@ -326,9 +352,17 @@ export function serveSpoolSinkThread<T>(
           memoryLimitBytes: message.memoryLimitBytes,
           lingerMs: message.lingerMs,
           tap,
-          closing: () => Atomics.load(closing, 0) !== 0,
+          closing: () => Atomics.load(bell, CLOSING) !== 0,
+          called: () => Atomics.load(bell, POSTED) !== handled,
           report: () => {
-            if (performance.now() - reportedAt >= STATS_INTERVAL_MS) reportChanged();
+            // Called first from within the sink's constructor, before there is a sink to ask.
+            if (sink === undefined) return Infinity;
+            const wait = STATS_INTERVAL_MS - (performance.now() - reportedAt);
+            if (wait <= 0) {
+              reportChanged();
+              return Infinity;
+            }
+            return unreported(sink.stats()) ? wait : Infinity;
           },
         });
         return;
@@ -362,6 +396,9 @@ export function serveSpoolSinkThread<T>(
   // Start-up is asynchronous (logging), so every message waits its turn behind the ones
   // before it.
   scope.onmessage = (event) => {
-    ready = ready.then(() => handle(event.data));
+    // Counted once handled, and after what the handling started at once (a drain already
+    // reached posts its answer in a task of its own), so that a loop that blocks returns to
+    // its event loop until then.
+    ready = ready.then(() => handle(event.data)).finally(() => handled++);
   };
 }

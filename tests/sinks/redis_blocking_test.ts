@@ -174,6 +174,24 @@ Deno.test("the blocking Redis sink's stats reach the main thread while it idles,
   });
 });
 
+Deno.test("a message from the main thread reaches the blocking Redis sink at once while it sleeps on the spool's head", async () => {
+  await withRedis(async (redis) => {
+    await withRedisThread({ url: redis.url, streamMaxLen: 1000 }, async (spool, sink) => {
+      spool.append([datagram(1)]);
+      await sink.drain(spool.head, AbortSignal.timeout(20_000));
+      // Idle now: the loop blocks on the head for up to a second at a time. Each drain is
+      // served in its event loop, which the main thread's message must bring it back to.
+      const drains = 10;
+      const started = performance.now();
+      for (let i = 0; i < drains; i++) await sink.drain(spool.head, AbortSignal.timeout(20_000));
+      const took = performance.now() - started;
+      console.log(`${drains} drains of an idle thread in ${took.toFixed(0)} ms`);
+      // Woken only by the end of each wait, they would take about half a second each.
+      assert.ok(took < drains * 250, `${drains} drains took ${took} ms`);
+    });
+  });
+});
+
 Deno.test("the blocking Redis sink keeps its position where Redis refused an event, and resends from there", async () => {
   await withRedis(async (redis) => {
     // A key of the wrong type: every XADD to it is refused with WRONGTYPE.

@@ -17,10 +17,12 @@
  *   encoded while Redis works on the first. A failed batch is kept, less what Redis
  *   confirmed, and sent again after a back-off, before the next; while Redis is away the rest
  *   waits in the spool.
- * - The thread returns to its event loop at least every {@link SLICE_MS}, and for every
- *   back-off: the main thread's `drain`, `abort` and `close` are served there. The loop posts
- *   its stats itself (`report`), as that turn runs no timer. A call blocked in I/O gives up
- *   within 50 ms once the main thread closes the thread.
+ * - The thread returns to its event loop when the main thread has posted it a message
+ *   (`called`: its `drain`, `abort` and `close` are served there), once a drain is reached,
+ *   for every back-off, and otherwise once every {@link SLICE_MS}: an idle thread sleeps on
+ *   the spool's head, not on a timer. The loop posts its stats itself (`report`), as the event
+ *   loop's timer does not run while it works. A call blocked in I/O gives up within 50 ms
+ *   once the main thread closes the thread.
  * - Delivery is at-least-once, as with the event-loop sink (`sink.ts`): a batch cut by a lost
  *   connection is sent again from its first unconfirmed event.
  *
@@ -37,8 +39,11 @@ import { BlockingRespConnection } from "./blocking_connection.ts";
 import { RequestBuilder } from "./request.ts";
 import type { RedisSinkOptions } from "./sink.ts";
 
-/** Longest the loop keeps its thread from the event loop while it has work or waits for it. */
-const SLICE_MS = 20;
+/**
+ * Longest the loop keeps its thread from the event loop when nothing calls it there: what
+ * the event loop still does on its own (a closed-thread check, the stats timer) can wait.
+ */
+const SLICE_MS = 1_000;
 /** Largest batch read at once, in datagram bytes (about: whole frames are read). */
 const MAX_BATCH_BYTES = 4 * 1024 * 1024;
 
@@ -171,7 +176,10 @@ export class BlockingRedisSink implements SpoolSink {
   #work(until: number): number {
     const { reader, signals } = this.#place;
     const batches = this.#batches;
-    while (!this.#stopping()) {
+    while (!this.#stopping() && !this.#place.called()) {
+      // A drain resolves in the event loop: the loop goes there once one is reached.
+      if (this.#drains.some((drain) => this.#position >= drain.until)) return 0;
+      this.#place.report();
       // The next batch is read, decoded and encoded while Redis works on the one in flight.
       if (batches.length < 2 && reader.next < signals.head()) batches.push(this.#read());
       if (this.#sentAt !== undefined) {
@@ -184,7 +192,8 @@ export class BlockingRedisSink implements SpoolSink {
         if (reader.next < head) continue;
         const left = until - performance.now();
         if (left <= 0) return 0;
-        signals.blockForHead(head, left);
+        // Stats the interval held back are posted when it ends, not when the wait does.
+        signals.blockForHead(head, Math.min(left, this.#place.report()));
         continue;
       }
       const failure = this.#write(batches[0]);
