@@ -179,12 +179,13 @@ export class BlockingRedisSink implements SpoolSink {
     while (!this.#stopping() && !this.#place.called()) {
       // A drain resolves in the event loop: the loop goes there once one is reached.
       if (this.#drains.some((drain) => this.#position >= drain.until)) return 0;
-      this.#place.report();
       // The next batch is read, decoded and encoded while Redis works on the one in flight.
       if (batches.length < 2 && reader.next < signals.head()) batches.push(this.#read());
       if (this.#sentAt !== undefined) {
         const failure = this.#settle(batches[0]);
         if (failure !== undefined) return this.#failed(failure);
+        // Where the stats change: a loop that never blocks still posts them.
+        this.#place.report();
         continue;
       }
       if (batches.length === 0) {
