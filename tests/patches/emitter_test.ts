@@ -4,7 +4,10 @@
  * Needs gcc, pkg-config and libjansson-dev; no ckpool tree.
  */
 import assert from "node:assert/strict";
+import { decodeDatagram } from "../../src/datagram.ts";
 import { EVENT_FIELDS, isKnownEventType, parseEvent } from "../../src/events.ts";
+import { PlainEventScanner } from "../../src/plain_event.ts";
+import { RequestBuilder } from "../../src/sinks/redis/request.ts";
 
 const KIT = new URL("../../patches/", import.meta.url).pathname;
 const DRIVER = new URL("./emitter_driver.c", import.meta.url).pathname;
@@ -159,6 +162,30 @@ Deno.test("every tbg_emit_* sends one valid event, seq counting up from 1", asyn
     const missing = declared.filter((k) => !sentKeys.includes(k));
     assert.deepEqual(missing, i === 5 ? ["prev_hash"] : [], `${type}: declared, not sent`);
   }
+});
+
+Deno.test("the Redis sink writes what the emitter sends from its bytes, as from its decode", async () => {
+  const { events, raw } = await driveOnce();
+  const scanner = new PlainEventScanner();
+  const fromBytes = new RequestBuilder(1_000);
+  const fromDecode = new RequestBuilder(1_000);
+  let plain = 0;
+  for (const [i, text] of raw.entries()) {
+    const bytes = new TextEncoder().encode(text);
+    // A block_found is announced whole, and an escape or a character past ASCII in a name
+    // is rare: those take the decode.
+    const expected = events[i].event !== "block_found" && /^[\x20-\x5b\x5d-\x7e]*$/.test(text);
+    assert.equal(scanner.scan(bytes), expected, text);
+    if (expected) plain++;
+    fromBytes.clear();
+    fromDecode.clear();
+    assert.ok(fromBytes.addDatagram(bytes, false, 0));
+    const decoded = decodeDatagram(bytes, false);
+    assert.ok(decoded.ok);
+    fromDecode.add(decoded.event, 0);
+    assert.deepEqual(fromBytes.bytes(), fromDecode.bytes(), text);
+  }
+  assert.ok(plain >= raw.length / 2, `${plain} of ${raw.length} datagrams were plain`);
 });
 
 Deno.test("hostile names arrive intact or safely replaced", async () => {

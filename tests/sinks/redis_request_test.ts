@@ -66,3 +66,13 @@ Deno.test("a text whose UTF-8 length has more digits than its UTF-16 length is f
     encodeCommands(events.flatMap((e) => commandsFor(e, "100000"))),
   );
 });
+
+Deno.test("a datagram that is no event writes nothing", () => {
+  const builder = new RequestBuilder(10);
+  const bytes = new TextEncoder().encode(`{"event":"share_submitted","ts":-1,"source":"hosted"}`);
+  for (const truncated of [false, true]) {
+    assert.equal(builder.addDatagram(bytes, truncated, 0), false);
+    assert.equal(builder.commands, 0);
+    assert.equal(builder.bytes().length, 0);
+  }
+});

@@ -1,11 +1,12 @@
 /**
  * The Redis sink as one blocking loop on its own thread, reading the spool itself: it waits
- * on the spool's head, reads a batch of records, decodes them, writes their commands
- * (`request.ts`) as one pipeline, reads the replies and acknowledges the position Redis
- * confirmed, all with blocking calls (`blocking_connection.ts`). At a few events per wake-up
- * the wake-ups are most of what the sink costs, so none goes through the event loop; records
- * that come one by one are gathered before the spool has them (the receive thread waits a
- * moment after a receive that emptied the socket's queue), not here.
+ * on the spool's head, reads a batch of records, writes their commands (`request.ts`: from
+ * the datagrams' bytes, without decoding the plain ones) as one pipeline, reads the replies
+ * and acknowledges the position Redis confirmed, all with blocking calls
+ * (`blocking_connection.ts`). At a few events per wake-up the wake-ups are most of what the
+ * sink costs, so none goes through the event loop; records that come one by one are gathered
+ * before the spool has them (the receive thread waits a moment after a receive that emptied
+ * the socket's queue), not here.
  *
  * Design invariants:
  * - One pipeline is in flight at a time, and events reach Redis in spool order.
@@ -13,8 +14,8 @@
  *   (every record before it is confirmed, not an event, or lost); it is what the sink
  *   acknowledges, not a count that stands for it.
  * - The sink holds at most two batches, each of at most `maxBatch` events and about half of
- *   `memoryLimitBytes` of datagrams: the one in flight and the next, read, decoded and
- *   encoded while Redis works on the first. A failed batch is kept, less what Redis
+ *   `memoryLimitBytes` of datagrams: the one in flight and the next, read and encoded
+ *   while Redis works on the first. A failed batch is kept, less what Redis
  *   confirmed, and sent again after a back-off, before the next; while Redis is away the rest
  *   waits in the spool.
  * - The thread returns to its event loop when the main thread has posted it a message
@@ -29,8 +30,6 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import { decodeDatagram } from "../../datagram.ts";
-import type { MiningEvent } from "../../events.ts";
 import { redactUrl } from "../../ops/config.ts";
 import { Histogram } from "../../ops/metrics.ts";
 import { Backoff, sleep } from "../backoff.ts";
@@ -49,7 +48,8 @@ const MAX_BATCH_BYTES = 4 * 1024 * 1024;
 
 /** Events read from the spool and not yet confirmed, with where their records are. */
 interface Batch {
-  events: MiningEvent[];
+  /** The datagram of each event. */
+  events: Uint8Array[];
   /** Spool index of each event's record. */
   indices: number[];
   /** Runs of records that were gone from the spool, before {@link end}. */
@@ -58,7 +58,7 @@ interface Batch {
   readonly end: number;
   /** Datagram bytes of its events. */
   bytes: number;
-  /** Its events' commands, built when it was read (again after a partial confirmation). */
+  /** Its events' commands, written when it was read (again after a partial confirmation). */
   request: RequestBuilder;
   /** Whether {@link request} still holds events Redis has confirmed since. */
   stale: boolean;
@@ -205,7 +205,7 @@ export class BlockingRedisSink implements SpoolSink {
   }
 
   /**
-   * The next batch of records, decoded, its commands built; records that are not events are
+   * The next batch of records, its commands written; records that are not events are
    * passed over.
    */
   #read(): Batch {
@@ -224,24 +224,26 @@ export class BlockingRedisSink implements SpoolSink {
       request,
       stale: false,
     };
+    request.clear();
     for (const record of records) {
       if (record.index > expected) batch.gaps.push({ at: expected, size: record.index - expected });
       expected = record.index + 1;
       // Refused datagrams were counted when they were received; here they are only passed.
-      const decoded = decodeDatagram(record.bytes, record.truncated);
-      if (!decoded.ok) continue;
-      batch.events.push(decoded.event);
+      if (!request.addDatagram(record.bytes, record.truncated, batch.events.length)) continue;
+      batch.events.push(record.bytes);
       batch.indices.push(record.index);
       batch.bytes += record.bytes.length;
     }
     if (batch.end > expected) batch.gaps.push({ at: expected, size: batch.end - expected });
-    this.#build(batch);
     return batch;
   }
 
-  #build(batch: Batch): void {
+  /** Writes the commands of the batch's events again, after Redis confirmed some of them. */
+  #rebuild(batch: Batch): void {
     batch.request.clear();
-    for (let i = 0; i < batch.events.length; i++) batch.request.add(batch.events[i], i);
+    for (let i = 0; i < batch.events.length; i++) {
+      batch.request.addDatagram(batch.events[i], false, i);
+    }
     batch.stale = false;
   }
 
@@ -264,7 +266,7 @@ export class BlockingRedisSink implements SpoolSink {
         );
         this.#log.info("connected to {url}", { url: this.#url });
       }
-      if (batch.stale) this.#build(batch);
+      if (batch.stale) this.#rebuild(batch);
       const request = batch.request;
       this.#connection.write(request.bytes(), request.commands, this.#writeTimeoutMs);
       this.#sentAt = performance.now();

@@ -7,8 +7,10 @@
  *
  * @module
  */
+import { decodeDatagram } from "../../datagram.ts";
 import type { MiningEvent } from "../../events.ts";
 import { payloadJson } from "../../payload_json.ts";
+import { PlainEventScanner } from "../../plain_event.ts";
 import { arrayHeader, bulkString, concatBytes } from "./resp.ts";
 
 /** Channel on which `block_found` events are published. */
@@ -65,6 +67,7 @@ export class RequestBuilder {
   #length = 0;
   /** For each command written, the index of the event it delivers. */
   #owners: number[] = [];
+  readonly #plain = new PlainEventScanner();
 
   /** @param streamMaxLen the approximate length cap of each stream */
   constructor(streamMaxLen: number) {
@@ -110,6 +113,32 @@ export class RequestBuilder {
       this.#bulk(JSON.stringify(event));
       this.#owners.push(index);
     }
+  }
+
+  /**
+   * Writes the commands of the event a datagram holds, the `index`th of the batch; false,
+   * and nothing written, if the datagram is not an event. A plain datagram (`plain_event.ts`)
+   * is written from its bytes; any other is decoded first.
+   */
+  addDatagram(bytes: Uint8Array, truncated: boolean, index: number): boolean {
+    const plain = this.#plain;
+    if (truncated || !plain.scan(bytes)) {
+      const decoded = decodeDatagram(bytes, truncated);
+      if (decoded.ok) this.add(decoded.event, index);
+      return decoded.ok;
+    }
+    this.#raw(this.#prefix(plain.type));
+    this.#bulkBytes(plain.id());
+    this.#raw(FIELD_EVENT);
+    this.#bulk(plain.type);
+    this.#raw(FIELD_TS);
+    this.#bulk(plain.ts);
+    this.#raw(FIELD_SOURCE);
+    this.#bulk(plain.source);
+    this.#raw(FIELD_DATA);
+    this.#bulkBytes(plain.payload());
+    this.#owners.push(index);
+    return true;
   }
 
   #prefix(type: string): Uint8Array {
@@ -178,6 +207,16 @@ export class RequestBuilder {
       bytes[at + i] = code;
     }
     return text.length;
+  }
+
+  /** `$<bytes>\r\n<bytes>\r\n`. */
+  #bulkBytes(part: Uint8Array): void {
+    this.#reserve(part.length + 16);
+    const at = this.#header(this.#length, part.length);
+    this.#bytes.set(part, at);
+    this.#bytes[at + part.length] = 13;
+    this.#bytes[at + part.length + 1] = 10;
+    this.#length = at + part.length + 2;
   }
 
   /** Writes `$<length>\r\n` at `at`; returns where the text goes. */
