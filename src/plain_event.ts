@@ -103,6 +103,9 @@ const SOURCES = EVENT_SOURCES.map((source) => ({ name: source, bytes: utf8.encod
 const ENVELOPE_KEYS = ["event", "ts", "source", "seq", "emitter", "data"].map((key) =>
   utf8.encode(key)
 );
+/** The envelope's keys differ in length: each length names the one key it can be. */
+const ENVELOPE_KEY_OF_LENGTH = new Int8Array(8).fill(-1);
+ENVELOPE_KEYS.forEach((key, i) => ENVELOPE_KEY_OF_LENGTH[key.length] = i);
 const KEY_EVENT = 0;
 const KEY_TS = 1;
 const KEY_SOURCE = 2;
@@ -141,8 +144,18 @@ function named<T extends { readonly bytes: Uint8Array }>(
   return undefined;
 }
 
-/** The index of the field named by `bytes[from, to)`, or -1. */
-function fieldNamed(fields: readonly Field[], bytes: Uint8Array, from: number, to: number): number {
+/**
+ * The index of the field named by `bytes[from, to)`, or -1. The field at `guess` is tried
+ * first: an emitter sends them in contract order.
+ */
+function fieldNamed(
+  fields: readonly Field[],
+  bytes: Uint8Array,
+  from: number,
+  to: number,
+  guess: number,
+): number {
+  if (guess < fields.length && holds(bytes, from, to, fields[guess].name)) return guess;
   for (let i = 0; i < fields.length; i++) if (holds(bytes, from, to, fields[i].name)) return i;
   return -1;
 }
@@ -177,8 +190,11 @@ class NumberToken {
   end = -1;
   value = 0;
   /**
-   * Where the text `String(value)` writes ends, when it is the token's own text up to there
-   * (an integer of up to 15 digits, with a fraction of zeros or none); else -1.
+   * Where the text `String(value)` writes ends, when that text is the token's own up to
+   * there; else -1. So it is for a number without sign or exponent that has at most 15
+   * significant digits, the most a double keeps exactly: an integer, written with a fraction
+   * of zeros or none, and a fraction that ends in a digit other than 0, above 0.000001 (below
+   * it JavaScript writes an exponent).
    */
   exactTo = -1;
 
@@ -193,10 +209,18 @@ class NumberToken {
     else if (isDigit(bytes[i])) { while (isDigit(bytes[i])) i++; }
     else return;
     const integerTo = i;
-    let zeroFraction = true;
+    let fractionTo = i;
+    /** Where the fraction's last digit other than 0 is, or -1. */
+    let lastNonZero = -1;
+    let firstNonZero = -1;
     if (bytes[i] === DOT) {
       if (!isDigit(bytes[++i])) return;
-      for (; isDigit(bytes[i]); i++) if (bytes[i] !== ZERO) zeroFraction = false;
+      for (; isDigit(bytes[i]); i++) {
+        if (bytes[i] === ZERO) continue;
+        if (firstNonZero < 0) firstNonZero = i;
+        lastNonZero = i;
+      }
+      fractionTo = i;
     }
     let exponent = false;
     if (bytes[i] === 0x65 || bytes[i] === 0x45) {
@@ -207,15 +231,23 @@ class NumberToken {
       while (isDigit(bytes[i])) i++;
     }
     this.end = i;
-    if (!negative && !exponent && zeroFraction && integerTo - integerFrom <= EXACT_DIGITS) {
+    this.exactTo = -1;
+    const integerDigits = integerTo - integerFrom;
+    if (!negative && !exponent && lastNonZero < 0 && integerDigits <= EXACT_DIGITS) {
       let value = 0;
       for (let j = integerFrom; j < integerTo; j++) value = value * 10 + bytes[j] - ZERO;
       this.value = value;
       this.exactTo = integerTo;
-    } else {
-      this.value = Number(ascii(bytes, at, i));
-      this.exactTo = -1;
+      return;
     }
+    this.value = Number(ascii(bytes, at, i));
+    if (negative || exponent || lastNonZero !== fractionTo - 1) return;
+    const zeroInteger = bytes[integerFrom] === ZERO;
+    const significant = zeroInteger
+      ? lastNonZero - firstNonZero + 1
+      : integerDigits + fractionTo - integerTo - 1;
+    const leadingZeros = firstNonZero - integerTo - 1;
+    if (significant <= EXACT_DIGITS && (!zeroInteger || leadingZeros <= 5)) this.exactTo = i;
   }
 }
 
@@ -279,11 +311,10 @@ export class PlainEventScanner {
     for (;;) {
       const keyEnd = stringEnd(bytes, at);
       if (keyEnd < 0 || bytes[keyEnd] !== COLON) return false;
-      let key = 0;
-      while (key < ENVELOPE_KEYS.length && !holds(bytes, at + 1, keyEnd - 1, ENVELOPE_KEYS[key])) {
-        key++;
-      }
-      if (key === ENVELOPE_KEYS.length || (seen & (1 << key)) !== 0) return false;
+      const length = keyEnd - at - 2;
+      const key = length < ENVELOPE_KEY_OF_LENGTH.length ? ENVELOPE_KEY_OF_LENGTH[length] : -1;
+      if (key < 0 || !holds(bytes, at + 1, keyEnd - 1, ENVELOPE_KEYS[key])) return false;
+      if ((seen & (1 << key)) !== 0) return false;
       seen |= 1 << key;
       const from = keyEnd + 1;
       let to: number;
@@ -292,16 +323,15 @@ export class PlainEventScanner {
         to = number.end;
         if (to < 0) return false;
         const value = number.value;
-        const text = number.exactTo >= 0 ? "" : String(value);
         if (key === KEY_TS) {
           if (!(value > 0 && value <= MAX_TS)) return false;
           ts = value;
-          tsText = text;
+          tsText = number.exactTo >= 0 ? ascii(bytes, from, number.exactTo) : String(value);
         } else {
           if (!(Number.isSafeInteger(value) && value >= 0)) return false;
           seqFrom = from;
           seqTo = number.exactTo;
-          seqText = text;
+          seqText = number.exactTo >= 0 ? "" : String(value);
         }
       } else if (key === KEY_DATA) {
         to = this.#scanPayload(bytes, from);
@@ -329,7 +359,7 @@ export class PlainEventScanner {
     if (!this.#writePayload(bytes, type.fields)) return false;
     this.type = type.name;
     this.source = source;
-    this.ts = tsText !== "" ? tsText : String(ts);
+    this.ts = tsText;
     if (emitterFrom >= 0 && seqFrom >= 0) {
       this.#idLength = 0;
       this.#copy(this.#ensureId(emitterTo - emitterFrom + 24), bytes, emitterFrom, emitterTo);
@@ -411,7 +441,7 @@ export class PlainEventScanner {
     for (let member = 0; member < members; member++) {
       const keyFrom = this.#keyFrom[member];
       const keyTo = this.#keyTo[member];
-      const field = fieldNamed(fields, bytes, keyFrom, keyTo);
+      const field = fieldNamed(fields, bytes, keyFrom, keyTo, member);
       if (field >= 0) {
         if (this.#fieldMember[field] >= 0) return false;
         if (!this.#fits(bytes, member, fields[field].kind)) return false;

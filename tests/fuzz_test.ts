@@ -679,6 +679,13 @@ const fittingValue: Record<FieldKind, fc.Arbitrary<string>> = {
     fc.constantFrom("0", "1024.0", "1e3", "2.5e-3", "0.000001", "1e-7", "1765000000.123456"),
     // At the edges: the sign, and where digits stop being exact.
     fc.constantFrom("-0", "-1", "-0.0", "9007199254740993", "12345678901234567", "1e400"),
+    // Fractions around the rule for writing a number as sent: 15 significant digits, no
+    // trailing zero, at most five zeros after the point.
+    fc.constantFrom("0.0000012", "0.00000012", "0.000001", "1.10", "100.5", "0.3"),
+    fc.constantFrom("12345678.1234567", "12345678.12345678", "1.2345678901234567"),
+    fc.constantFrom("0.123456789012345", "0.1234567890123456789", "0.00000123456789012345"),
+    fc.constantFrom("1234567890.12345", "1234567890.123456", "0.30000000000000004"),
+    fc.constantFrom("0.10000000000000001", "1234567890.12345678901", "100.00000000000000001"),
     fc.double({ min: 0, max: 1e12, noNaN: true }).map(String),
   ),
   count: fc.oneof(
