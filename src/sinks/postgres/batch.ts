@@ -23,7 +23,6 @@
  *
  * @module
  */
-import { payloadJson } from "../../payload_json.ts";
 import { MAX_TS, type MiningEvent } from "../../events.ts";
 
 /** Whether `ts` is epoch seconds that `to_timestamp` and the week arithmetic accept. */
@@ -81,8 +80,7 @@ export function copyText(text: string | null): string {
 
 /** A payload as a COPY field: {@link toJson}, whose only special character is `\`. */
 export function copyJson(value: unknown): string {
-  // The payload's text is shared with the other sinks (payloadJson); only the cleaning is ours.
-  const json = cleanJson(payloadJson(value));
+  const json = toJson(value);
   return json.includes("\\") ? json.replaceAll("\\", "\\\\") : json;
 }
 

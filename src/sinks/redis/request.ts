@@ -9,7 +9,6 @@
  */
 import { decodeDatagram } from "../../datagram.ts";
 import type { MiningEvent } from "../../events.ts";
-import { payloadJson } from "../../payload_json.ts";
 import { PlainEventScanner } from "../../plain_event.ts";
 import { arrayHeader, bulkString, concatBytes } from "./resp.ts";
 
@@ -39,7 +38,7 @@ export function commandsFor(event: MiningEvent, streamMaxLen: string): string[][
     "source",
     event.source,
     "data",
-    payloadJson(event.data),
+    JSON.stringify(event.data),
   ];
   if (event.event !== "block_found") return [xadd];
   return [xadd, ["PUBLISH", BLOCKS_CHANNEL, JSON.stringify(event)]];
@@ -106,7 +105,7 @@ export class RequestBuilder {
     this.#raw(FIELD_SOURCE);
     this.#bulk(event.source);
     this.#raw(FIELD_DATA);
-    this.#bulk(payloadJson(event.data));
+    this.#bulk(JSON.stringify(event.data));
     this.#owners.push(index);
     if (event.event === "block_found") {
       this.#raw(PUBLISH_PREFIX);
