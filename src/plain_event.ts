@@ -261,7 +261,8 @@ export class PlainEventScanner {
   /** `ts` as `String(ts)` writes it. */
   ts = "";
   source = "";
-  #id = new Uint8Array(64);
+  /** Room for the longest id: 32 hex digits, a colon and 16 digits, or `sha256:` and 32. */
+  readonly #id = new Uint8Array(64);
   #idLength = 0;
   #payload = new Uint8Array(1024);
   #payloadLength = 0;
@@ -298,7 +299,7 @@ export class PlainEventScanner {
     const number = this.#number;
     let type: PlainType | undefined;
     let source: string | undefined;
-    let ts = 0;
+    let ts = 0; // until read: a ts is above 0
     let tsText = "";
     let seqFrom = -1;
     let seqTo = -1;
@@ -362,28 +363,21 @@ export class PlainEventScanner {
     this.ts = tsText;
     if (emitterFrom >= 0 && seqFrom >= 0) {
       this.#idLength = 0;
-      this.#copy(this.#ensureId(emitterTo - emitterFrom + 24), bytes, emitterFrom, emitterTo);
+      this.#appendId(bytes, emitterFrom, emitterTo);
       this.#id[this.#idLength++] = COLON;
-      if (seqText === "") this.#copy(this.#id, bytes, seqFrom, seqTo);
-      else {for (let i = 0; i < seqText.length; i++) {
-          this.#id[this.#idLength++] = seqText.charCodeAt(i);
-        }}
+      if (seqText === "") this.#appendId(bytes, seqFrom, seqTo);
+      else this.#appendId(utf8.encode(seqText), 0, seqText.length);
     } else {
       const id = utf8.encode(contentId(bytes));
-      this.#ensureId(id.length).set(id);
+      this.#id.set(id);
       this.#idLength = id.length;
     }
     return true;
   }
 
-  #ensureId(bytes: number): Uint8Array {
-    if (this.#id.length < bytes) this.#id = new Uint8Array(bytes);
-    return this.#id;
-  }
-
   /** Appends `bytes[from, to)` to the id. */
-  #copy(target: Uint8Array, bytes: Uint8Array, from: number, to: number): void {
-    for (let i = from; i < to; i++) target[this.#idLength++] = bytes[i];
+  #appendId(bytes: Uint8Array, from: number, to: number): void {
+    for (let i = from; i < to; i++) this.#id[this.#idLength++] = bytes[i];
   }
 
   /** Finds the members of the payload object at `at`; returns where it ends, or -1. */
