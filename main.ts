@@ -31,6 +31,14 @@ async function main(): Promise<number> {
   let exitCode = 0;
   let resolveDone: () => void;
   const done = new Promise<void>((resolve) => resolveDone = resolve);
+  // Before the start, which tells the service manager it is ready: a stop asked for from then
+  // on must find the handler, not the default action that ends the process at once.
+  for (const signal of ["SIGTERM", "SIGINT"] as const) {
+    Deno.addSignalListener(signal, () => {
+      log.info("{signal} received, stopping", { signal });
+      resolveDone();
+    });
+  }
   let service;
   try {
     service = startService(config, () => {
@@ -40,12 +48,6 @@ async function main(): Promise<number> {
   } catch (error) {
     log.fatal("cannot start: {error}", { error: (error as Error).message });
     return 2;
-  }
-  for (const signal of ["SIGTERM", "SIGINT"] as const) {
-    Deno.addSignalListener(signal, () => {
-      log.info("{signal} received, stopping", { signal });
-      resolveDone();
-    });
   }
   await done;
   const { undelivered } = await service.stop();
