@@ -2,8 +2,7 @@
  * What writing one event's Redis commands costs the Redis thread, hot, on one thread
  * (`deno task bench:encode`): from the full decode (`decodeDatagram`, then
  * `RequestBuilder.add`) and from the datagram's bytes (`RequestBuilder.addDatagram`). The
- * datagrams are those `bench/sender.c` sends: 1,000 users with 7 workers each, 92% shares, 4%
- * best-difficulty events, 2% connects and 2% disconnects, written as the sender writes them.
+ * datagrams are those `bench/sender.c` sends (`bench/sender_mix.ts`).
  * Prints microseconds of CPU per event, median (range) over the rounds, after one round not
  * counted.
  *
@@ -16,6 +15,7 @@ import { parseArgs } from "node:util";
 import { decodeDatagram } from "../src/datagram.ts";
 import { PlainEventScanner } from "../src/plain_event.ts";
 import { RequestBuilder } from "../src/sinks/redis/request.ts";
+import { senderMix } from "./sender_mix.ts";
 
 const { values } = parseArgs({
   options: {
@@ -28,58 +28,8 @@ const rounds = Number(values.rounds);
 /** Events per pipeline, as the Redis thread writes them at about 10,000 events/s. */
 const BATCH = 32;
 
-const USERS = 1_000;
-const WORKERS_PER_USER = 7;
-const KINDS = ["bitaxe", "nerdqaxe", "s19", "s21", "avalon", "cpu"];
-const BECH32 = "qpzry9x8gf2tvdw0s3jn54khce6mua7l";
-
-let state = 0x9e3779b9;
-function random(): number {
-  state ^= state << 13;
-  state ^= state >>> 17;
-  state ^= state << 5;
-  return (state >>> 0) / 2 ** 32;
-}
-const pick = <T>(list: readonly T[]) => list[Math.floor(random() * list.length)];
-const users = Array.from(
-  { length: USERS },
-  () => "tb1q" + Array.from({ length: 38 }, () => pick([...BECH32])).join(""),
-);
-
-function datagram(seq: number): string {
-  const u = Math.floor(random() * USERS);
-  const w = Math.floor(random() * WORKERS_PER_USER);
-  const worker = `${KINDS[(u + w) % 6]}-${String(w + 1).padStart(2, "0")}`;
-  const ip = `10.${1 + Math.floor(u / 250)}.${u % 250}.${10 + w}`;
-  const ts = (1_765_000_000 + seq / 10_000).toFixed(6);
-  const envelope = `"ts":${ts},"source":"hosted","seq":${seq},"emitter":"5eed0123456789ab"`;
-  const r = random();
-  const user = `"user":"${users[u]}","worker":"${worker}"`;
-  if (r < 0.92) {
-    const diff = 2 ** Math.floor(random() * 12);
-    const accepted = random() >= 0.02;
-    return `{"event":"share_submitted",${envelope},"data":{${user},"client_id":${
-      u * WORKERS_PER_USER + w + 1
-    },"diff":${diff.toFixed(1)},"sdiff":${(diff * (0.5 + 20 * random())).toFixed(4)},` +
-      `"accepted":${accepted},"reject_reason":"${accepted ? "" : "Stale"}","ip":"${ip}"}}`;
-  }
-  if (r < 0.96) {
-    const prev = 1000 * (1 + 100 * random());
-    return `{"event":"share_best_diff",${envelope},"data":{${user},"new_best":${
-      (prev * 1.5).toFixed(4)
-    },"prev_best":${prev.toFixed(4)},"timeframe":"session"}}`;
-  }
-  if (r < 0.98) {
-    return `{"event":"miner_connected",${envelope},"data":{${user},"client_id":${u},"ip":"${ip}",` +
-      `"useragent":"cgminer/4.12.1","initial_diff":512.0}}`;
-  }
-  return `{"event":"miner_disconnected",${envelope},"data":{${user},"client_id":${u},` +
-    `"ip":"${ip}","session_duration":${(random() * 3600).toFixed(3)},"shares_session":12,` +
-    `"rejects_session":0}}`;
-}
-
 const encoder = new TextEncoder();
-const datagrams = Array.from({ length: count }, (_, seq) => encoder.encode(datagram(seq + 1)));
+const datagrams = [...senderMix(count)].map((text) => encoder.encode(text));
 
 /** CPU microseconds per event of `write`, which writes every datagram once. */
 function measure(write: (builder: RequestBuilder) => void): number {

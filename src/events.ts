@@ -21,7 +21,7 @@ export const MAX_TEXT: number = contract.types.text.maxLength;
 /** A block hash as bitcoind shows it. */
 export const BLOCK_HASH = new RegExp(contract.types.blockHash.pattern);
 /** The lowest block height a `block_found` may carry. */
-const MIN_HEIGHT: number = contract.types.positiveCount.minimum;
+export const MIN_HEIGHT: number = contract.types.positiveCount.minimum;
 
 /** How one payload field is checked (`contract/events.json`, `types`). */
 export type FieldKind = keyof typeof contract.types;

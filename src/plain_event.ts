@@ -21,12 +21,14 @@ import contract from "../contract/events.json" with { type: "json" };
 import { contentId } from "./event_identity.ts";
 import {
   BLOCK_HASH,
+  EMITTER,
   EVENT_FIELDS,
   EVENT_SOURCES,
   type FieldKind,
   type KnownEventType,
   MAX_TEXT,
   MAX_TS,
+  MIN_HEIGHT,
 } from "./events.ts";
 
 const QUOTE = 0x22;
@@ -40,16 +42,11 @@ const PLUS = 0x2b;
 const DOT = 0x2e;
 const ZERO = 0x30;
 const NINE = 0x39;
-const LOWER_A = 0x61;
-const LOWER_F = 0x66;
 
 /** Most payload members a plain datagram may have; more is rare enough for the full decode. */
 const MAX_MEMBERS = 32;
-/** Longest emitter id (`contract/events.json`, `envelope.emitter`). */
-const MAX_EMITTER_DIGITS = 32;
 /** Integers of at most this many digits are exact doubles, written back digit for digit. */
 const EXACT_DIGITS = 15;
-const MIN_HEIGHT: number = contract.types.positiveCount.minimum;
 
 const utf8 = new TextEncoder();
 
@@ -60,7 +57,8 @@ const LITERAL_TOKEN = 2; // true or false
 
 /** A contract field as the scanner writes it. */
 interface Field {
-  readonly name: Uint8Array;
+  /** Its name. */
+  readonly bytes: Uint8Array;
   readonly kind: FieldKind;
   /** `"name":`, preceded by `{` for the first field and `,` for the others. */
   readonly head: Uint8Array;
@@ -76,12 +74,10 @@ interface PlainType {
   readonly fields: readonly Field[];
 }
 
-const DEFAULTS: Partial<Record<FieldKind, unknown>> = {
-  text: contract.types.text.default,
-  nonNegative: contract.types.nonNegative.default,
-  count: contract.types.count.default,
-  flag: contract.types.flag.default,
-};
+/** The JSON of the value a missing field of a type gets, or undefined when it is required. */
+function defaultOf(type: object): Uint8Array | undefined {
+  return "default" in type ? utf8.encode(JSON.stringify(type.default)) : undefined;
+}
 
 const PLAIN_TYPES: readonly PlainType[] = (Object.keys(EVENT_FIELDS) as KnownEventType[])
   .filter((type) => type !== "block_found" && Object.keys(EVENT_FIELDS[type]).length > 0)
@@ -89,12 +85,10 @@ const PLAIN_TYPES: readonly PlainType[] = (Object.keys(EVENT_FIELDS) as KnownEve
     name: type,
     bytes: utf8.encode(type),
     fields: Object.entries(EVENT_FIELDS[type]).map(([name, kind], i) => ({
-      name: utf8.encode(name),
+      bytes: utf8.encode(name),
       kind,
       head: utf8.encode(`${i === 0 ? "{" : ","}${JSON.stringify(name)}:`),
-      fallback: Object.hasOwn(DEFAULTS, kind)
-        ? utf8.encode(JSON.stringify(DEFAULTS[kind]))
-        : undefined,
+      fallback: defaultOf(contract.types[kind]),
     })),
   }));
 
@@ -133,30 +127,19 @@ function isDigit(byte: number): boolean {
   return byte >= ZERO && byte <= NINE;
 }
 
-/** The first entry whose bytes are `bytes[from, to)`, or undefined. */
-function named<T extends { readonly bytes: Uint8Array }>(
-  list: readonly T[],
-  bytes: Uint8Array,
-  from: number,
-  to: number,
-): T | undefined {
-  for (let i = 0; i < list.length; i++) if (holds(bytes, from, to, list[i].bytes)) return list[i];
-  return undefined;
-}
-
 /**
- * The index of the field named by `bytes[from, to)`, or -1. The field at `guess` is tried
- * first: an emitter sends them in contract order.
+ * The index of the entry whose `bytes` are `bytes[from, to)`, or -1. The entry at `guess` is
+ * tried first: an emitter sends a payload's fields in contract order.
  */
-function fieldNamed(
-  fields: readonly Field[],
+function indexNamed(
+  list: readonly { readonly bytes: Uint8Array }[],
   bytes: Uint8Array,
   from: number,
   to: number,
-  guess: number,
+  guess = 0,
 ): number {
-  if (guess < fields.length && holds(bytes, from, to, fields[guess].name)) return guess;
-  for (let i = 0; i < fields.length; i++) if (holds(bytes, from, to, fields[i].name)) return i;
+  if (guess < list.length && holds(bytes, from, to, list[guess].bytes)) return guess;
+  for (let i = 0; i < list.length; i++) if (holds(bytes, from, to, list[i].bytes)) return i;
   return -1;
 }
 
@@ -172,16 +155,6 @@ function stringEnd(bytes: Uint8Array, at: number): number {
     if (byte < 0x20 || byte >= 0x80 || byte === BACKSLASH) return -1;
   }
   return -1;
-}
-
-/** Whether `bytes[from, to)` is an emitter id: 1 to 32 lowercase hex digits. */
-function isEmitter(bytes: Uint8Array, from: number, to: number): boolean {
-  if (to <= from || to - from > MAX_EMITTER_DIGITS) return false;
-  for (let i = from; i < to; i++) {
-    const byte = bytes[i];
-    if (!isDigit(byte) && !(byte >= LOWER_A && byte <= LOWER_F)) return false;
-  }
-  return true;
 }
 
 /** A JSON number as the scanner read it. */
@@ -282,6 +255,9 @@ export class PlainEventScanner {
   /** Which members are contract fields. */
   readonly #isField = new Uint8Array(MAX_MEMBERS);
 
+  /** The last emitter id that passed `EMITTER`: one emitter sends most datagrams. */
+  #emitter: Uint8Array | undefined;
+
   /** The event's identity (`event_identity.ts`) as UTF-8; valid until the next scan. */
   id(): Uint8Array {
     return this.#id.subarray(0, this.#idLength);
@@ -341,13 +317,13 @@ export class PlainEventScanner {
         to = stringEnd(bytes, from);
         if (to < 0) return false;
         if (key === KEY_EVENT) {
-          type = named(PLAIN_TYPES, bytes, from + 1, to - 1);
+          type = PLAIN_TYPES[indexNamed(PLAIN_TYPES, bytes, from + 1, to - 1)];
           if (type === undefined) return false;
         } else if (key === KEY_SOURCE) {
-          source = named(SOURCES, bytes, from + 1, to - 1)?.name;
+          source = SOURCES[indexNamed(SOURCES, bytes, from + 1, to - 1)]?.name;
           if (source === undefined) return false;
         } else {
-          if (!isEmitter(bytes, from + 1, to - 1)) return false;
+          if (!this.#isEmitter(bytes, from + 1, to - 1)) return false;
           emitterFrom = from + 1;
           emitterTo = to - 1;
         }
@@ -372,6 +348,14 @@ export class PlainEventScanner {
       this.#id.set(id);
       this.#idLength = id.length;
     }
+    return true;
+  }
+
+  /** Whether `bytes[from, to)` is an emitter id (`EMITTER`, the contract's pattern). */
+  #isEmitter(bytes: Uint8Array, from: number, to: number): boolean {
+    if (this.#emitter !== undefined && holds(bytes, from, to, this.#emitter)) return true;
+    if (!EMITTER.test(ascii(bytes, from, to))) return false;
+    this.#emitter = bytes.slice(from, to);
     return true;
   }
 
@@ -435,7 +419,7 @@ export class PlainEventScanner {
     for (let member = 0; member < members; member++) {
       const keyFrom = this.#keyFrom[member];
       const keyTo = this.#keyTo[member];
-      const field = fieldNamed(fields, bytes, keyFrom, keyTo, member);
+      const field = indexNamed(fields, bytes, keyFrom, keyTo, member);
       if (field >= 0) {
         if (this.#fieldMember[field] >= 0) return false;
         if (!this.#fits(bytes, member, fields[field].kind)) return false;

@@ -26,6 +26,7 @@ import {
   EVENT_NAME,
   EVENT_SOURCES,
   type FieldKind,
+  isKnownEventType,
   KNOWN_EVENT_TYPES,
   type KnownEventType,
   MAX_DATA_DEPTH,
@@ -699,7 +700,7 @@ const fittingValue: Record<FieldKind, fc.Arbitrary<string>> = {
 const datagramType = fc.constantFrom(...KNOWN_EVENT_TYPES, "pool_started", "Share");
 /** A payload for `type`: each field missing, fitting or anything, and sometimes other keys. */
 function rawPayload(type: string): fc.Arbitrary<[string, string][]> {
-  const fields = isKnownType(type) ? Object.entries(EVENT_FIELDS[type]) : [];
+  const fields = isKnownEventType(type) ? Object.entries(EVENT_FIELDS[type]) : [];
   return fc
     .tuple(
       fc.tuple(
@@ -731,7 +732,6 @@ const rarely = fc.oneof({ weight: 9, arbitrary: fc.constant(false) }, {
   weight: 1,
   arbitrary: fc.constant(true),
 });
-const isKnownType = (type: string): type is KnownEventType => Object.hasOwn(EVENT_FIELDS, type);
 /** Datagrams built as text, so that every token is exactly as chosen: most are plain, many nearly. */
 const nearlyPlain: fc.Arbitrary<Uint8Array> = datagramType
   .chain((event) =>

@@ -122,6 +122,13 @@ Deno.test("anything not plain is left to the full decode", () => {
     encoder.encode(`{"event":"share_submitted","ts":1,"source":"moon"}`),
     encoder.encode(`{"event":"share_submitted","ts":1,"source":"hosted","emitter":"ABC"}`),
     encoder.encode(`{"event":"share_submitted","ts":1,"source":"hosted","seq":-1}`),
+    encoder.encode(`{"event":"share_submitted","ts":1,"source":"hosted","emitter":""}`),
   ];
-  for (const bytes of notPlain) assert.equal(scanner.scan(bytes), false, decoder.decode(bytes));
+  // Fresh, and after a plain datagram (the scanner remembers the last emitter it accepted).
+  const plain = datagram("share_submitted", `{"user":"u"}`);
+  for (const bytes of notPlain) {
+    assert.equal(new PlainEventScanner().scan(bytes), false, decoder.decode(bytes));
+    assert.ok(scanner.scan(plain));
+    assert.equal(scanner.scan(bytes), false, decoder.decode(bytes));
+  }
 });

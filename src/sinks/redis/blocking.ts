@@ -179,7 +179,7 @@ export class BlockingRedisSink implements SpoolSink {
     while (!this.#stopping() && !this.#place.called()) {
       // A drain resolves in the event loop: the loop goes there once one is reached.
       if (this.#drains.some((drain) => this.#position >= drain.until)) return 0;
-      // The next batch is read, decoded and encoded while Redis works on the one in flight.
+      // The next batch is read and encoded while Redis works on the one in flight.
       if (batches.length < 2 && reader.next < signals.head()) batches.push(this.#read());
       if (this.#sentAt !== undefined) {
         const failure = this.#settle(batches[0]);

@@ -96,17 +96,8 @@ export class RequestBuilder {
 
   /** Writes the commands of `event`, the `index`th of the batch. */
   add(event: MiningEvent, index: number): void {
-    this.#raw(this.#prefix(event.event));
-    this.#bulk(event.id);
-    this.#raw(FIELD_EVENT);
-    this.#bulk(event.event);
-    this.#raw(FIELD_TS);
-    this.#bulk(String(event.ts));
-    this.#raw(FIELD_SOURCE);
-    this.#bulk(event.source);
-    this.#raw(FIELD_DATA);
-    this.#bulk(JSON.stringify(event.data));
-    this.#owners.push(index);
+    const data = JSON.stringify(event.data);
+    this.#xadd(event.event, event.id, String(event.ts), event.source, data, index);
     if (event.event === "block_found") {
       this.#raw(PUBLISH_PREFIX);
       this.#bulk(JSON.stringify(event));
@@ -126,18 +117,32 @@ export class RequestBuilder {
       if (decoded.ok) this.add(decoded.event, index);
       return decoded.ok;
     }
-    this.#raw(this.#prefix(plain.type));
-    this.#bulkBytes(plain.id());
-    this.#raw(FIELD_EVENT);
-    this.#bulk(plain.type);
-    this.#raw(FIELD_TS);
-    this.#bulk(plain.ts);
-    this.#raw(FIELD_SOURCE);
-    this.#bulk(plain.source);
-    this.#raw(FIELD_DATA);
-    this.#bulkBytes(plain.payload());
-    this.#owners.push(index);
+    this.#xadd(plain.type, plain.id(), plain.ts, plain.source, plain.payload(), index);
     return true;
+  }
+
+  /** The event's `XADD`; the id and the payload as text, or as their UTF-8 bytes. */
+  #xadd(
+    type: string,
+    id: string | Uint8Array,
+    ts: string,
+    source: string,
+    data: string | Uint8Array,
+    index: number,
+  ): void {
+    this.#raw(this.#prefix(type));
+    if (typeof id === "string") this.#bulk(id);
+    else this.#bulkBytes(id);
+    this.#raw(FIELD_EVENT);
+    this.#bulk(type);
+    this.#raw(FIELD_TS);
+    this.#bulk(ts);
+    this.#raw(FIELD_SOURCE);
+    this.#bulk(source);
+    this.#raw(FIELD_DATA);
+    if (typeof data === "string") this.#bulk(data);
+    else this.#bulkBytes(data);
+    this.#owners.push(index);
   }
 
   #prefix(type: string): Uint8Array {
